@@ -1,0 +1,23 @@
+# imgprep: image collections -> sharded, training-ready TFRecord datasets.
+#
+#   snakemake --cores all            build everything for config.yaml
+#   snakemake -n                     show what is outstanding
+#
+# Data flows one way: sources -> index -> resize (per shard) -> records (per shard)
+# -> verify (per split) -> summary.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/index.smk"
+include: "rules/resize.smk"
+include: "rules/records.smk"
+include: "rules/verify.smk"
+
+
+rule all:
+    input:
+        summary_outputs(),
+    default_target: True

@@ -1,0 +1,66 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
+from imgprep.config import ConfigError, validate_config
+from imgprep.index import shard_index_path, update_index
+
+try:
+    _validated = validate_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+config.clear()
+config.update(_validated)
+
+RESULTS = config["results"]
+SPLITS = list(config["splits"])
+SCHEMAS = config["records"]["schemas"]
+
+
+wildcard_constraints:
+    split="|".join(SPLITS),
+    shard=r"\d{5}",
+    schema="|".join(SCHEMAS),
+
+
+# The scan of the sources runs once, in the process that plans the jobs; cluster jobs
+# re-parse this file and must not walk a million files again.
+if workflow.is_main_process:
+    update_index(config)
+
+
+def shard_ids(split):
+    return [f"{i:05d}" for i in range(config["splits"][split]["shards"])]
+
+
+def shard_index(split, shard):
+    return str(shard_index_path(RESULTS, split, shard))
+
+
+def record_shard(schema, split, shard):
+    total = config["splits"][split]["shards"]
+    return f"{RESULTS}/records/{schema}/{split}-{shard}-of-{total:05d}"
+
+
+def record_shards(schema, split):
+    return [record_shard(schema, split, shard) for shard in shard_ids(split)]
+
+
+def split_shard_indexes(wildcards):
+    return [shard_index(wildcards.split, shard) for shard in shard_ids(wildcards.split)]
+
+
+def split_rejects(wildcards):
+    return [
+        f"{RESULTS}/rejects/{wildcards.split}/{shard}.tsv"
+        for shard in shard_ids(wildcards.split)
+    ]
+
+
+def split_records(wildcards):
+    return record_shards(wildcards.schema, wildcards.split)
+
+
+def summary_outputs():
+    return [f"{RESULTS}/summary.json", f"{RESULTS}/summary.tsv", f"{RESULTS}/rejects.tsv"]

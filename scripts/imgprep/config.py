@@ -1,0 +1,104 @@
+"""Configuration: validated against schemas/config.schema.yaml before any job runs."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def _key(path) -> str:
+    return ".".join(str(part) for part in path) or "<top level>"
+
+
+def _fill_defaults(schema: dict, instance: dict) -> None:
+    """Fill schema defaults into ``instance`` (recursively), so code never guesses them."""
+    for name, sub in schema.get("properties", {}).items():
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(name), dict):
+            _fill_defaults(sub, instance[name])
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_config(config: dict) -> dict:
+    """Return a validated copy of ``config`` with defaults filled in, or raise ConfigError."""
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema()
+    config = copy.deepcopy(dict(config))
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path)
+    )
+    if errors:
+        lines = []
+        for error in errors[:10]:
+            path = list(error.absolute_path)
+            if error.validator == "additionalProperties" and "properties" in error.schema:
+                unknown = sorted(set(error.instance) - set(error.schema["properties"]))
+                for name in unknown:
+                    allowed = ", ".join(sorted(error.schema["properties"]))
+                    lines.append(
+                        f"config key '{_key(path + [name])}' is unknown (allowed: {allowed})"
+                    )
+                continue
+            lines.append(f"config key '{_key(path)}': {error.message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _fill_defaults(schema, config)
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    """Rules a JSON schema cannot say well."""
+    layout = config["source"]["layout"]
+    splits = config["splits"]
+    for name, split in splits.items():
+        if layout == "split-folders" and "fraction" in split:
+            raise ConfigError(
+                f"config key 'splits.{name}.fraction' only applies to source.layout "
+                "'class-folders'; with 'split-folders' each split is a folder (splits.<name>.dir)"
+            )
+        if layout == "class-folders" and "fraction" not in split:
+            raise ConfigError(
+                f"config key 'splits.{name}.fraction' is required with "
+                "source.layout 'class-folders'"
+            )
+        if layout == "class-folders" and "dir" in split:
+            raise ConfigError(
+                f"config key 'splits.{name}.dir' only applies to source.layout 'split-folders'"
+            )
+    if layout == "class-folders":
+        total = sum(split["fraction"] for split in splits.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ConfigError(
+                f"config key 'splits.*.fraction': the fractions add up to {total}, not 1"
+            )
+    for key in ("file", "synsets"):
+        value = config["labels"][key]
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"config key 'labels.{key}': file not found: {value}")
+    if not Path(config["source"]["root"]).is_dir():
+        raise ConfigError(f"config key 'source.root': folder not found: {config['source']['root']}")
+
+
+def split_dir(config: dict, split: str) -> Path:
+    """Folder of a split in the split-folders layout."""
+    return Path(config["source"]["root"]) / config["splits"][split].get("dir", split)
+
+
+def load_config_file(path) -> dict:
+    with open(path) as handle:
+        return validate_config(yaml.safe_load(handle) or {})

@@ -1,0 +1,18 @@
+"""Rule records_shard: write one TFRecord shard of one schema."""
+
+from imgprep.records import write_shard
+from imgprep.rulelog import rule_log
+
+with rule_log(snakemake):
+    compression = snakemake.params.compression
+    written = write_shard(
+        snakemake.wildcards.schema,
+        snakemake.input.index,
+        snakemake.input.labels,
+        snakemake.input.meta,
+        snakemake.input.tar,
+        snakemake.output[0],
+        compression=None if compression == "none" else compression.upper(),
+        label_base=snakemake.params.label_base,
+    )
+    print(written)
