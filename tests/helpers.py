@@ -1,0 +1,45 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "resources" / "sample"
+
+
+def jpeg_bytes(width=64, height=48, seed=0, mode="RGB", quality=90) -> bytes:
+    rng = np.random.default_rng(seed)
+    channels = 3 if mode == "RGB" else 1
+    pixels = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(), mode)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def make_tree(root: Path, layout: dict[str, dict[str, int]], seed=0) -> list[Path]:
+    """layout = {"train/n01": 5, ...}: that many small JPEGs in each folder."""
+    paths = []
+    for folder, count in layout.items():
+        for i in range(count):
+            path = root / folder / f"{Path(folder).name}_{i}.JPEG"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg_bytes(seed=seed + i + 1000 * len(paths)))
+            paths.append(path)
+    return paths
+
+
+def base_config(root, results, **overrides) -> dict:
+    config = {
+        "results": str(results),
+        "source": {"root": str(root)},
+        "splits": {"train": {"shards": 4}, "validation": {"shards": 2}},
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config

@@ -1,0 +1,75 @@
+import copy
+
+import pytest
+import yaml
+from helpers import REPO, base_config
+from imgprep.config import ConfigError, validate_config
+
+
+@pytest.fixture
+def config(tmp_path):
+    (tmp_path / "src" / "train").mkdir(parents=True)
+    return base_config(tmp_path / "src", tmp_path / "results")
+
+
+def test_default_config_file_is_valid():
+    with open(REPO / "config.yaml") as handle:
+        config = validate_config(yaml.safe_load(handle))
+    assert config["source"]["root"] == "resources/sample"
+
+
+def test_defaults_are_filled(config):
+    validated = validate_config(config)
+    assert validated["resize"]["mode"] == "center-crop"
+    assert validated["resize"]["size"] == 256
+    assert validated["labels"]["base"] == 0
+    assert validated["records"]["schemas"] == ["imagenet"]
+    assert validated["threads"]["resize"] >= 1
+    assert "resize" not in config, "the caller's dict is not modified"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c["resize"].update(mode="squash"), "resize.mode"),
+        (lambda c: c["resize"].update(sise=3), "resize.sise"),
+        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c["resize"].update(quality=101), "resize.quality"),
+        (lambda c: c["resize"].update(size=[1, 2, 3]), "resize.size"),
+        (lambda c: c["splits"]["train"].update(shards=0), "splits.train.shards"),
+        (lambda c: c["labels"].update(base=2), "labels.base"),
+        (lambda c: c["records"].update(schemas=["tfds"]), "records.schemas.0"),
+        (lambda c: c["records"].update(compression="bz2"), "records.compression"),
+        (lambda c: c["source"].update(layout="flat"), "source.layout"),
+        (lambda c: c["source"].update(root="/nonexistent/imgprep"), "source.root"),
+        (lambda c: c["labels"].update(file="/nonexistent/labels.txt"), "labels.file"),
+        (lambda c: c["splits"]["train"].update(fraction=0.5), "splits.train.fraction"),
+    ],
+)
+def test_bad_values_fail_naming_the_key(config, edit, key):
+    config = copy.deepcopy(config)
+    config.update(resize={}, labels={}, records={})
+    edit(config)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    assert f"'{key}'" in str(error.value)
+
+
+def test_class_folders_needs_fractions_that_add_up(config):
+    config["source"]["layout"] = "class-folders"
+    with pytest.raises(ConfigError, match="'splits.train.fraction' is required"):
+        validate_config(config)
+    config["splits"] = {
+        "train": {"shards": 2, "fraction": 0.8},
+        "val": {"shards": 1, "fraction": 0.1},
+    }
+    with pytest.raises(ConfigError, match="add up to 0.9"):
+        validate_config(config)
+    config["splits"]["val"]["fraction"] = 0.2
+    assert validate_config(config)["splits"]["val"]["fraction"] == 0.2
+
+
+def test_schema_declares_draft_2020_12():
+    with open(REPO / "schemas" / "config.schema.yaml") as handle:
+        schema = yaml.safe_load(handle)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
