@@ -18,6 +18,6 @@ include: "rules/verify.smk"
 
 
 rule all:
+    default_target: True
     input:
         summary_outputs(),
-    default_target: True

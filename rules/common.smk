@@ -53,8 +53,7 @@ def split_shard_indexes(wildcards):
 
 def split_rejects(wildcards):
     return [
-        f"{RESULTS}/rejects/{wildcards.split}/{shard}.tsv"
-        for shard in shard_ids(wildcards.split)
+        f"{RESULTS}/rejects/{wildcards.split}/{shard}.tsv" for shard in shard_ids(wildcards.split)
     ]
 
 

@@ -6,15 +6,15 @@ rule records_shard:
         meta=f"{RESULTS}/resized/{{split}}/{{shard}}.meta.tsv",
     output:
         f"{RESULTS}/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}",
+    log:
+        f"{RESULTS}/logs/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}.log",
+    wildcard_constraints:
+        total=r"\d{5}",
+    conda:
+        "../envs/records.yaml"
+    threads: config["threads"]["records"]
     params:
         compression=config["records"]["compression"],
         label_base=config["labels"]["base"],
-    wildcard_constraints:
-        total=r"\d{5}",
-    threads: config["threads"]["records"]
-    log:
-        f"{RESULTS}/logs/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}.log",
-    conda:
-        "../envs/records.yaml"
     script:
         "../scripts/records_shard.py"

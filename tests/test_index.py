@@ -57,7 +57,9 @@ def test_order_inside_a_shard_is_shuffled_and_deterministic(tree, tmp_path):
     first = scan(config).shards["train"]
     second = scan(config).shards["train"]
     assert first == second
-    assert any([m[0] for m in members] != sorted(m[0] for m in members) for members in first)
+    result = scan(config)
+    orders = [result.paths("train", shard) for shard in range(4)]
+    assert any(paths != sorted(paths) for paths in orders)
     reseeded = scan({**config, "seed": 7}).shards["train"]
     assert reseeded != first
 
@@ -104,7 +106,7 @@ def test_extensions_any_case_and_ignored_files(tree, tmp_path):
     (tree / "train" / "n01" / "sub" / "nested.png").write_bytes(b"x")
     config = configure(tree, tmp_path)
     result = scan(config)
-    paths = {row[0] for members in result.shards["train"] for row in members}
+    paths = {path for shard in range(4) for path in result.paths("train", shard)}
     assert str(tree / "train" / "n01" / "upper.JpG") in paths
     assert str(tree / "train" / "n01" / "sub" / "nested.png") in paths
     assert dict(result.ignored) == {

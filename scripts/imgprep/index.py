@@ -8,11 +8,13 @@ that shard re-runs, and the scheduler never has to stat a million source files.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISDIR
 
 from imgprep.atomic import write_bytes_if_changed
 from imgprep.config import ConfigError, split_dir
@@ -20,17 +22,26 @@ from imgprep.config import ConfigError, split_dir
 INDEX_COLUMNS = ("path", "class", "size", "mtime_ns")
 LABEL_COLUMNS = ("index", "label", "synset", "text")
 IGNORED_COLUMNS = ("path", "reason")
+# Below this many class folders per process, a pool costs more than it saves.
+PARALLEL_FOLDERS = 64
 
 
 @dataclass
 class ScanResult:
-    """What the scan found: members per split and shard, ignored files, the label map."""
+    """What the scan found: members per split and shard, ignored files, the label map.
 
-    shards: dict[str, list[list[tuple]]]
+    ``shards[split][shard]`` holds the shard's index lines (path, class, size, mtime_ns,
+    tab-separated) in shard order.
+    """
+
+    shards: dict[str, list[list[str]]]
     ignored: list[tuple[str, str]]
     labels: list[tuple[int, int, str, str]]
     changed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    def paths(self, split: str, shard: int) -> list[str]:
+        return [line.split("\t", 1)[0] for line in self.shards[split][shard]]
 
     def counts(self) -> dict[str, int]:
         return {split: sum(len(s) for s in shards) for split, shards in self.shards.items()}
@@ -57,50 +68,88 @@ def ignored_path(results) -> Path:
     return index_dir(results) / "ignored.tsv"
 
 
-def _walk_class_folder(top: str, rel: str, extensions: frozenset, found: list, ignored: list):
-    """Collect (relpath, size, mtime_ns) of image files below one class folder."""
-    with os.scandir(top) as entries:
-        for entry in entries:
-            name = entry.name
-            relpath = f"{rel}/{name}"
-            if name.startswith("."):
-                ignored.append((relpath, "hidden file"))
-            elif entry.is_dir():
-                _walk_class_folder(entry.path, relpath, extensions, found, ignored)
-            elif "\t" in name or "\n" in name or "\r" in name:
-                ignored.append(
-                    (relpath.replace("\t", " ").replace("\n", " "), "tab or newline in name")
-                )
-            elif name.rpartition(".")[2].lower() not in extensions or "." not in name:
-                ignored.append((relpath, "not an image extension"))
-            else:
-                stat = entry.stat()
-                found.append((relpath, stat.st_size, stat.st_mtime_ns))
+def _walk(top: str, rel: str, extensions: frozenset, found: list, ignored: list) -> None:
+    """Collect (relpath, size, mtime_ns) of image files below one class folder.
+
+    listdir + stat: one syscall per file, measured faster here than scandir's entries.
+    """
+    for name in os.listdir(top):
+        relpath = f"{rel}/{name}"
+        if name.startswith("."):
+            ignored.append((relpath, "hidden file"))
+            continue
+        path = f"{top}/{name}"
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            ignored.append((relpath, f"unreadable: {error.strerror}"))
+            continue
+        if S_ISDIR(stat.st_mode):
+            _walk(path, relpath, extensions, found, ignored)
+        elif "\t" in name or "\n" in name or "\r" in name:
+            ignored.append(
+                (relpath.replace("\t", " ").replace("\n", " "), "tab or newline in name")
+            )
+        elif "." not in name or name.rpartition(".")[2].lower() not in extensions:
+            ignored.append((relpath, "not an image extension"))
+        else:
+            found.append((relpath, stat.st_size, stat.st_mtime_ns))
 
 
-def _scan_tree(root: Path, extensions: frozenset) -> tuple[list, list]:
-    """Images as (class, relpath, size, mtime_ns) under ``root/<class>/...``, and ignored files."""
+def _index_folder(task: tuple) -> tuple[list, list]:
+    """Walk one class folder and place each image: (split, shard, order, index line).
+
+    The 24-byte keyed hash of the path relative to the split folder decides: bytes 0-8 the
+    shard, 8-16 the order inside it, 16-24 the split (class-folders layout). Keyed by the
+    seed, independent of every other image, so one change moves nothing else.
+    """
+    folder, cls, base, extensions, seed, plan = task
     found: list = []
     ignored: list = []
-    with os.scandir(root) as entries:
-        tops = sorted(entries, key=lambda e: e.name)
-    for entry in tops:
-        if entry.name.startswith("."):
-            ignored.append((entry.name, "hidden file"))
-        elif entry.is_dir():
-            start = len(found)
-            _walk_class_folder(entry.path, entry.name, extensions, found, ignored)
-            cls = entry.name
-            found[start:] = [(cls, *item) for item in found[start:]]
+    _walk(folder, cls, extensions, found, ignored)
+    keyed = hashlib.blake2b(digest_size=24, key=str(seed).encode())
+    from_bytes = int.from_bytes
+    rows = []
+    for relpath, size, mtime_ns in found:
+        state = keyed.copy()
+        state.update(relpath.encode("utf-8", "surrogateescape"))
+        digest = state.digest()
+        split, nshards = plan[0][0], plan[0][2]
+        if len(plan) > 1:
+            u = from_bytes(digest[16:24], "little") / 2.0**64
+            split, _, nshards = next((p for p in plan if u < p[1]), plan[-1])
+        shard = from_bytes(digest[:8], "little") % nshards
+        line = f"{base}/{relpath}\t{cls}\t{size}\t{mtime_ns}"
+        rows.append((split, shard, digest[8:16], line))
+    return rows, ignored
+
+
+def _index_tree(root: Path, extensions, seed: int, plan: tuple) -> tuple[list, list, set]:
+    """Index ``root/<class>/...``; many class folders are spread over a process pool."""
+    rows: list = []
+    ignored: list = []
+    tasks = []
+    for name in sorted(os.listdir(root)):
+        path = root / name
+        if name.startswith("."):
+            ignored.append((name, "hidden file"))
+        elif path.is_dir():
+            tasks.append((str(path), name, str(root), extensions, seed, plan))
         else:
-            ignored.append((entry.name, "not inside a class folder"))
-    return found, ignored
-
-
-def _hash(key: bytes, relpath: str) -> bytes:
-    return hashlib.blake2b(
-        relpath.encode("utf-8", "surrogateescape"), digest_size=24, key=key
-    ).digest()
+            ignored.append((name, "not inside a class folder"))
+    workers = min(os.cpu_count() or 1, len(tasks) // PARALLEL_FOLDERS)
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            results = list(pool.imap(_index_folder, tasks, chunksize=8))
+    else:
+        results = [_index_folder(task) for task in tasks]
+    classes = set()
+    for task, (found, skipped) in zip(tasks, results, strict=True):
+        rows.extend(found)
+        ignored.extend(skipped)
+        if found:
+            classes.add(task[1])
+    return rows, ignored, classes
 
 
 def scan(config: dict) -> ScanResult:
@@ -112,43 +161,33 @@ def scan(config: dict) -> ScanResult:
         raise ConfigError(f"config key 'source.root': folder not found: {root}")
     extensions = frozenset(ext.lower() for ext in source["extensions"])
     splits = config["splits"]
-    key = str(config["seed"]).encode()
-    shards: dict[str, list[list[tuple]]] = {
-        name: [[] for _ in range(split["shards"])] for name, split in splits.items()
-    }
+    seed = config["seed"]
+    rows: list = []
     ignored: list[tuple[str, str]] = []
-
-    def place(split: str, base: Path, prefix: str, items: list) -> None:
-        n = len(shards[split])
-        for cls, relpath, size, mtime_ns in items:
-            digest = _hash(key, relpath)
-            shard = int.from_bytes(digest[:8], "little") % n
-            shards[split][shard].append((digest[8:16], f"{base}/{relpath}", cls, size, mtime_ns))
-
+    classes: set[str] = set()
     if source["layout"] == "split-folders":
-        for name in splits:
+        for name, split in splits.items():
             folder = split_dir(config, name)
             if not folder.is_dir():
                 raise ConfigError(f"config key 'splits.{name}.dir': folder not found: {folder}")
-            items, skipped = _scan_tree(folder, extensions)
+            plan = ((name, 1.0, split["shards"]),)
+            found, skipped, found_classes = _index_tree(folder, extensions, seed, plan)
             prefix = folder.relative_to(root).as_posix()
+            rows.extend(found)
+            classes |= found_classes
             ignored.extend((f"{prefix}/{path}", reason) for path, reason in skipped)
-            place(name, folder, prefix, items)
     else:
-        items, ignored = _scan_tree(root, extensions)
-        names = sorted(splits)
-        bounds, total = [], 0.0
-        for name in names:
-            total += splits[name]["fraction"]
-            bounds.append(total)
-        per_split: dict[str, list] = {name: [] for name in names}
-        for item in items:
-            u = int.from_bytes(_hash(key, item[1])[16:24], "little") / 2.0**64
-            chosen = next((n for n, b in zip(names, bounds, strict=True) if u < b), names[-1])
-            per_split[chosen].append(item)
-        for name in names:
-            place(name, root, "", per_split[name])
+        plan, bound = [], 0.0
+        for name in sorted(splits):
+            bound += splits[name]["fraction"]
+            plan.append((name, bound, splits[name]["shards"]))
+        rows, ignored, classes = _index_tree(root, extensions, seed, tuple(plan))
 
+    shards: dict[str, list[list]] = {
+        name: [[] for _ in range(split["shards"])] for name, split in splits.items()
+    }
+    for split, shard, order, line in rows:
+        shards[split][shard].append((order, line))
     for name, lists in shards.items():
         if not any(lists):
             raise ConfigError(
@@ -157,10 +196,9 @@ def scan(config: dict) -> ScanResult:
             )
         for members in lists:
             members.sort()
-        shards[name] = [[row[1:] for row in members] for members in lists]
+        shards[name] = [[line for _, line in members] for members in lists]
 
-    classes = sorted({row[1] for lists in shards.values() for members in lists for row in members})
-    labels = build_label_map(config, classes)
+    labels = build_label_map(config, sorted(classes))
     ignored.sort()
     return ScanResult(shards, ignored, labels, seconds=time.perf_counter() - started)
 
@@ -200,9 +238,11 @@ def build_label_map(config: dict, classes: list[str]) -> list[tuple[int, int, st
 
 
 def _tsv(columns, rows) -> bytes:
-    lines = ["\t".join(columns)]
-    lines.extend("\t".join(str(value) for value in row) for row in rows)
-    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    return _lines(columns, ("\t".join(str(value) for value in row) for row in rows))
+
+
+def _lines(columns, lines) -> bytes:
+    return ("\n".join(["\t".join(columns), *lines]) + "\n").encode("utf-8", "surrogateescape")
 
 
 def write_index(config: dict, result: ScanResult) -> ScanResult:
@@ -214,7 +254,7 @@ def write_index(config: dict, result: ScanResult) -> ScanResult:
         for shard, members in enumerate(lists):
             path = shard_index_path(results, split, shard)
             wanted.add(path.name)
-            if write_bytes_if_changed(path, _tsv(INDEX_COLUMNS, members)):
+            if write_bytes_if_changed(path, _lines(INDEX_COLUMNS, members)):
                 changed.append(f"{split}/{path.name}")
         for stale in (index_dir(results) / split).glob("*.tsv"):
             if stale.name not in wanted:

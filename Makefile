@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine (Python 3.11+ with venv):
+#   make run    build the virtual environment, then run the workflow on the embedded sample
+#   make test   build the virtual environment, then run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+CORES ?= all
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench dryrun-bench clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/snakemake --cores $(CORES) --profile profiles/local
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest tests
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint --cores 1
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_resize.py
+	$(BIN)/python benchmarks/bench_workflow.py
+	$(BIN)/python benchmarks/bench_dryrun.py
+
+clean:
+	rm -rf results .snakemake

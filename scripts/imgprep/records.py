@@ -1,0 +1,366 @@
+"""Record schemas: turn one shard's resized images into one TFRecord file.
+
+A schema names its shard files and builds the tf.train.Example of one image, so a
+new consumer (another training code base with its own feature keys) plugs in
+with a builder function and an entry in SCHEMAS. Writing goes through
+imgprep.tfrecord, which needs no TensorFlow: this runs once per shard.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tarfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from imgprep.tfrecord import (
+    Feature,
+    TFRecordWriter,
+    bytes_feature,
+    encode_example,
+    float_feature,
+    int64_feature,
+)
+
+__all__ = [
+    "SCHEMAS",
+    "LabelMap",
+    "Sample",
+    "Schema",
+    "get_schema",
+    "iter_samples",
+    "read_labels",
+    "read_tsv",
+    "shard_filename",
+    "write_shard",
+]
+
+INDEX_COLUMNS = ("path", "class")
+LABEL_COLUMNS = ("index", "label", "synset", "text")
+META_COLUMNS = ("position", "width", "height", "channels", "colorspace")
+META_INTS = ("position", "width", "height", "channels")
+COLORSPACE_CHANNELS = {"RGB": 3, "Grayscale": 1}
+# Pillow mode of a decoded JPEG -> channel count TensorFlow decodes it to
+_MODE_CHANNELS = {"L": 1, "RGB": 3, "CMYK": 4}
+
+
+# -- inputs -------------------------------------------------------------------------
+
+
+def read_tsv(path, required: Sequence[str] = (), ints: Sequence[str] = ()) -> pd.DataFrame:
+    """Read one of the workflow's headed TSVs, exactly as written.
+
+    Everything is a string (a class named "NA" and empty text survive), nothing is
+    quoted (the writers join fields with tabs), and undecodable path bytes come
+    back as surrogate escapes so they round-trip into the records.
+    """
+    frame = pd.read_csv(
+        path,
+        sep="\t",
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        quoting=csv.QUOTE_NONE,
+        encoding="utf-8",
+        encoding_errors="surrogateescape",
+    )
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in (c for c in ints if c in frame.columns):  # absent optional: skip
+        try:
+            frame[column] = frame[column].astype("int64")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: column {column!r} is not all integers: {exc}") from exc
+    return frame
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """The label table keyed by class (synset) name."""
+
+    index: dict[str, int]
+    text: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def read_labels(path, label_base: int = 0) -> LabelMap:
+    """Read the labels TSV and check it was made for this ``label_base``.
+
+    The table's ``label`` column is ``index + label_base``; a table made with
+    another base would silently shift every label, so that is an error.
+    """
+    frame = read_tsv(path, LABEL_COLUMNS, ints=("index", "label"))
+    for column in ("synset", "index"):
+        duplicated = frame[column][frame[column].duplicated()].tolist()
+        if duplicated:
+            raise ValueError(f"{path}: duplicate {column} value(s): {duplicated[:5]}")
+    wrong = frame[frame["label"] != frame["index"] + label_base]
+    if len(wrong):
+        row = wrong.iloc[0]
+        raise ValueError(
+            f"{path}: label column does not equal index + label_base ({label_base}), "
+            f"e.g. {row['synset']}: index {row['index']}, label {row['label']}"
+        )
+    synsets = frame["synset"].tolist()
+    return LabelMap(
+        index=dict(zip(synsets, frame["index"].tolist(), strict=True)),
+        text=dict(zip(synsets, frame["text"].tolist(), strict=True)),
+    )
+
+
+def _tar_files(path) -> Iterator[tuple[str, bytes]]:
+    """Yield (name, bytes) of the tar's regular files, streaming (nothing extracted)."""
+    if os.path.getsize(path) == 0:  # an empty shard's tar may be an empty file
+        return
+    with tarfile.open(path, mode="r|") as tar:
+        for member in tar:
+            if member.isfile():
+                handle = tar.extractfile(member)
+                yield member.name.removeprefix("./"), handle.read()
+
+
+# -- schemas ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One resized image with what its metadata and the label table say about it."""
+
+    position: int
+    path: str
+    data: bytes  # JPEG bytes from the resized tar
+    width: int
+    height: int
+    channels: int
+    colorspace: str
+    label_index: int  # 0-based position in the label map
+    synset: str
+    text: str
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return os.path.basename(self.path)
+
+    def where(self) -> str:
+        return f"position {self.position} ({self.path})"
+
+
+def _split_index_of_total(split: str, index: int, total: int) -> str:
+    return f"{split}-{index:05d}-of-{total:05d}"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """How one consumer wants its shards named and its examples laid out."""
+
+    name: str
+    build: Callable[[Sample, int], dict[str, Feature]]  # (sample, label) -> features
+    shard_name: Callable[[str, int, int], str] = _split_index_of_total
+    zero_based_labels: bool = False  # ignore label_base (consumer wants 0..n-1)
+    description: str = field(default="", compare=False)
+
+    def label(self, index: int, label_base: int) -> int:
+        return index if self.zero_based_labels else index + label_base
+
+    def filename(self, split: str, index: int, total: int) -> str:
+        if not 0 <= index < total:
+            raise ValueError(f"shard index {index} outside 0..{total - 1}")
+        return self.shard_name(split, index, total)
+
+
+def _jpeg_header(sample: Sample) -> Image.Image:
+    """Open (not decode) the JPEG and check it against the metadata row."""
+    try:
+        image = Image.open(io.BytesIO(sample.data))
+    except Exception as exc:
+        raise ValueError(f"{sample.where()}: not a readable image: {exc}") from exc
+    channels = _MODE_CHANNELS.get(image.mode)
+    if (
+        image.format != "JPEG"
+        or image.size != (sample.width, sample.height)
+        or (channels != sample.channels)
+    ):
+        raise ValueError(
+            f"{sample.where()}: metadata says {sample.width}x{sample.height}x"
+            f"{sample.channels} JPEG, bytes are {image.size[0]}x{image.size[1]} "
+            f"{image.format} mode {image.mode}"
+        )
+    return image
+
+
+_JPEG = bytes_feature(b"JPEG")
+_TENSOR = bytes_feature(b"tensor")
+
+
+def _imagenet_features(sample: Sample, label: int) -> dict[str, Feature]:
+    """The tensorflow/models (build_imagenet_data, imagenet_to_gcs) layout."""
+    _jpeg_header(sample)
+    boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
+    return {
+        "image/encoded": bytes_feature(sample.data),
+        "image/format": _JPEG,
+        "image/height": int64_feature(sample.height),
+        "image/width": int64_feature(sample.width),
+        "image/channels": int64_feature(sample.channels),
+        "image/colorspace": bytes_feature(sample.colorspace),
+        "image/class/label": int64_feature(label),
+        "image/class/synset": bytes_feature(sample.synset),
+        "image/class/text": bytes_feature(sample.text),
+        "image/filename": bytes_feature(sample.filename),
+        "image/object/bbox/xmin": float_feature(boxes[:, 0]),
+        "image/object/bbox/ymin": float_feature(boxes[:, 1]),
+        "image/object/bbox/xmax": float_feature(boxes[:, 2]),
+        "image/object/bbox/ymax": float_feature(boxes[:, 3]),
+        "image/object/bbox/label": int64_feature([label] * len(boxes)),
+    }
+
+
+def _dlbs_features(sample: Sample, label: int) -> dict[str, Feature]:
+    """DLBS fast ingestion: pre-decoded HWC uint8 pixels, so training skips JPEG decode."""
+    pixels = np.asarray(_jpeg_header(sample))  # decodes; shape checked by the header
+    return {
+        "image/encoded": bytes_feature(pixels.tobytes()),
+        "image/format": _TENSOR,
+        "image/height": int64_feature(sample.height),
+        "image/width": int64_feature(sample.width),
+        "image/channels": int64_feature(sample.channels),
+        "image/colorspace": bytes_feature(sample.colorspace),
+        "image/class/label": int64_feature(label),
+        "image/class/synset": bytes_feature(sample.synset),
+        "image/class/text": bytes_feature(sample.text),
+        "image/filename": bytes_feature(sample.filename),
+    }
+
+
+SCHEMAS: dict[str, Schema] = {
+    schema.name: schema
+    for schema in (
+        Schema(
+            "imagenet",
+            _imagenet_features,
+            description="JPEG bytes + tensorflow/models ImageNet keys",
+        ),
+        Schema(
+            "dlbs",
+            _dlbs_features,
+            zero_based_labels=True,
+            description="raw HWC uint8 tensor, 0-based labels (DLBS)",
+        ),
+    )
+}
+
+
+def get_schema(name: str) -> Schema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise ValueError(f"unknown schema {name!r}; known: {', '.join(sorted(SCHEMAS))}") from None
+
+
+def shard_filename(schema: str, split: str, index: int, total: int) -> str:
+    """File name of shard ``index`` of ``total`` (0-based) for ``split``."""
+    return get_schema(schema).filename(split, index, total)
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def _read_meta(path, n_index: int) -> pd.DataFrame:
+    meta = read_tsv(path, META_COLUMNS, ints=(*META_INTS, "nbytes"))
+    meta = meta.sort_values("position", kind="stable").reset_index(drop=True)
+    positions = meta["position"]
+    if positions.duplicated().any():
+        duplicated = positions[positions.duplicated()].tolist()
+        raise ValueError(f"{path}: duplicate position(s) {duplicated[:5]}")
+    outside = positions[(positions < 0) | (positions >= n_index)].tolist()
+    if outside:
+        raise ValueError(
+            f"{path}: position(s) outside the shard index (0..{n_index - 1}): {outside[:5]}"
+        )
+    bad = meta[meta["colorspace"].map(COLORSPACE_CHANNELS) != meta["channels"]]
+    if len(bad):
+        row = bad.iloc[0]
+        raise ValueError(
+            f"{path}: position {row['position']}: colorspace "
+            f"{row['colorspace']!r} with {row['channels']} channel(s)"
+        )
+    return meta
+
+
+def iter_samples(index_tsv, labels: LabelMap, meta_tsv, tar_path, boxes=None) -> Iterator[Sample]:
+    """The shard's images in position order, each joined with its label row."""
+    index = read_tsv(index_tsv, INDEX_COLUMNS)
+    meta = _read_meta(meta_tsv, len(index))
+    paths = index["path"].tolist()
+    classes = index["class"].tolist()
+    unknown = sorted({classes[p] for p in meta["position"]} - labels.index.keys())
+    if unknown:
+        raise ValueError(f"{index_tsv}: class(es) not in the labels table: {unknown[:10]}")
+    boxes = boxes or {}
+    has_nbytes = "nbytes" in meta.columns
+    files = _tar_files(tar_path)
+    try:
+        for row in meta.itertuples(index=False):
+            position = int(row.position)
+            expected_name = f"{position:06d}.jpg"
+            name, data = next(files, (None, None))
+            if name != expected_name:
+                raise ValueError(f"{tar_path}: expected member {expected_name}, found {name}")
+            if has_nbytes and len(data) != row.nbytes:
+                raise ValueError(
+                    f"{tar_path}: {name} has {len(data)} bytes, meta says {row.nbytes}"
+                )
+            synset = classes[position]
+            yield Sample(
+                position=position,
+                path=paths[position],
+                data=data,
+                width=int(row.width),
+                height=int(row.height),
+                channels=int(row.channels),
+                colorspace=row.colorspace,
+                label_index=labels.index[synset],
+                synset=synset,
+                text=labels.text[synset],
+                boxes=tuple(tuple(map(float, box)) for box in boxes.get(position, ())),
+            )
+        extra = next(files, None)
+        if extra is not None:
+            raise ValueError(f"{tar_path}: member {extra[0]} has no row in {meta_tsv}")
+    finally:
+        files.close()
+
+
+def write_shard(
+    schema: str,
+    index_tsv,
+    labels_tsv,
+    meta_tsv,
+    tar_path,
+    out_path,
+    compression: str | None = None,
+    label_base: int = 0,
+    boxes: Mapping[int, Sequence[Sequence[float]]] | None = None,
+) -> dict:
+    """Write one TFRecord shard; same inputs give a byte-identical file.
+
+    ``boxes`` maps position -> [(xmin, ymin, xmax, ymax), ...] (normalized) for
+    schemas that carry bounding boxes. Returns records, sha256 and bytes.
+    """
+    spec = get_schema(schema)
+    labels = read_labels(labels_tsv, label_base)
+    with TFRecordWriter(out_path, compression) as writer:
+        for sample in iter_samples(index_tsv, labels, meta_tsv, tar_path, boxes):
+            label = spec.label(sample.label_index, label_base)
+            writer.write(encode_example(spec.build(sample, label)))
+    return {"records": writer.count, "sha256": writer.sha256, "bytes": writer.nbytes}

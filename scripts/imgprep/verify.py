@@ -1,0 +1,332 @@
+"""Read finished shards back with TensorFlow itself and check them against inputs.
+
+The writer (imgprep.tfrecord) deliberately avoids TensorFlow, so this is where
+the real consumer's parser and JPEG decoder get the last word: every record is
+parsed and every image decoded with tf.data, and the labels, file names and
+counts are checked against the shard index, rejects and label table. Runs once
+per split, so TensorFlow is imported once for all shards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from imgprep.records import COLORSPACE_CHANNELS, INDEX_COLUMNS, get_schema, read_labels, read_tsv
+
+__all__ = ["VerificationError", "verify_shards"]
+
+_EXAMPLES = 5  # how many offending records a message quotes per problem
+_BATCH = 64
+
+
+class VerificationError(Exception):
+    """A shard does not hold what its inputs say it should."""
+
+
+def _tensorflow(threads: int):
+    """Import TensorFlow quietly and bound its thread pools to ``threads``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    # Only possible before the runtime starts (not in a process that used TF already).
+    threading = tf.config.threading
+    if threading.get_intra_op_parallelism_threads() != threads:
+        with contextlib.suppress(RuntimeError):
+            threading.set_intra_op_parallelism_threads(threads)
+    if threading.get_inter_op_parallelism_threads() != threads:
+        with contextlib.suppress(RuntimeError):
+            threading.set_inter_op_parallelism_threads(threads)
+    return tf
+
+
+# -- per-schema parse + decode (graph functions for Dataset.map) ---------------------
+
+
+def _common_features(tf) -> dict:
+    string = tf.io.FixedLenFeature([], tf.string)
+    int64 = tf.io.FixedLenFeature([], tf.int64)
+    return {
+        "image/encoded": string,
+        "image/format": string,
+        "image/height": int64,
+        "image/width": int64,
+        "image/channels": int64,
+        "image/colorspace": string,
+        "image/class/label": int64,
+        "image/class/synset": string,
+        "image/class/text": string,
+        "image/filename": string,
+    }
+
+
+def _summary(tf, example: dict, shape) -> dict:
+    """The small per-record facts checked in Python (never the pixels)."""
+    return {
+        "filename": example["image/filename"],
+        "label": example["image/class/label"],
+        "synset": example["image/class/synset"],
+        "text": example["image/class/text"],
+        "format": example["image/format"],
+        "colorspace": example["image/colorspace"],
+        "hwc": tf.stack(
+            [example["image/height"], example["image/width"], example["image/channels"]]
+        ),
+        "decoded": tf.cast(shape, tf.int64),
+    }
+
+
+def _imagenet_parser(tf) -> Callable:
+    features = _common_features(tf)
+    bbox_keys = [f"image/object/bbox/{k}" for k in ("xmin", "ymin", "xmax", "ymax")]
+    features.update({k: tf.io.VarLenFeature(tf.float32) for k in bbox_keys})
+    features["image/object/bbox/label"] = tf.io.VarLenFeature(tf.int64)
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, features)
+        image = tf.io.decode_jpeg(example["image/encoded"], channels=0)
+        summary = _summary(tf, example, tf.shape(image))
+        counts = [tf.size(example[k].values) for k in [*bbox_keys, "image/object/bbox/label"]]
+        summary["boxes"] = tf.cast(tf.stack(counts), tf.int64)
+        return summary
+
+    return parse
+
+
+def _dlbs_parser(tf) -> Callable:
+    features = _common_features(tf)
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, features)
+        pixels = tf.io.decode_raw(example["image/encoded"], tf.uint8)
+        hwc = tf.stack([example["image/height"], example["image/width"], example["image/channels"]])
+        shape = tf.cond(
+            tf.size(pixels, out_type=tf.int64) == tf.reduce_prod(hwc),
+            lambda: tf.shape(tf.reshape(pixels, hwc), out_type=tf.int64),
+            lambda: tf.constant([-1, -1, -1], tf.int64),
+        )
+        summary = _summary(tf, example, shape)
+        summary["nbytes"] = tf.size(pixels, out_type=tf.int64)
+        return summary
+
+    return parse
+
+
+_PARSERS = {"imagenet": (_imagenet_parser, b"JPEG"), "dlbs": (_dlbs_parser, b"tensor")}
+
+
+# -- checks -----------------------------------------------------------------------
+
+
+class _Problems:
+    """Problem counts with the first few examples of each, for one message."""
+
+    def __init__(self):
+        self.examples: dict[str, list[str]] = defaultdict(list)
+        self.counts: Counter[str] = Counter()
+
+    def add(self, kind: str, example: str) -> None:
+        self.counts[kind] += 1
+        if len(self.examples[kind]) < _EXAMPLES:
+            self.examples[kind].append(example)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def message(self, shard: str) -> str:
+        lines = [f"shard {shard} failed verification:"]
+        for kind, count in self.counts.items():
+            lines.append(f"  {kind} ({count}): " + "; ".join(self.examples[kind]))
+        # file names may carry surrogate escapes (undecodable bytes): keep them printable
+        return "\n".join(lines).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _first_line(exc) -> str:
+    """The gist of a TF error, without its {{function_node ...}} and [Op:...] wrapping."""
+    if isinstance(exc, UnicodeDecodeError):  # TF quoted the bad record's raw bytes
+        return "not a parsable tf.train.Example (TensorFlow's message is not UTF-8)"
+    text = (getattr(exc, "message", None) or str(exc)).strip()
+    text = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\].*", "", text.splitlines()[0] if text else "")
+    return text.strip()[:300] or type(exc).__name__
+
+
+def _file_digest(path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _locate_failure(tf, path, compression, parse, start: int) -> str:
+    """Re-read a failed shard record by record to say which record broke, and why."""
+    name_only = {"image/filename": tf.io.FixedLenFeature([], tf.string, default_value=b"?")}
+    number = 0
+    records = iter(tf.data.TFRecordDataset(str(path), compression_type=compression))
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return f"error after record {start} did not reproduce"
+        except (tf.errors.OpError, UnicodeDecodeError) as exc:
+            return f"record {number} unreadable: {_first_line(exc)}"
+        if number >= start:
+            try:
+                parse(record)
+            except (tf.errors.OpError, ValueError, UnicodeDecodeError) as exc:
+                try:
+                    name = tf.io.parse_single_example(record, name_only)["image/filename"]
+                    name = name.numpy().decode("utf-8", "surrogateescape")
+                except (tf.errors.OpError, UnicodeDecodeError):
+                    name = "not an Example"
+                return f"record {number} ({name}): {_first_line(exc)}"
+        number += 1
+
+
+def _expected(shard: dict, labels, label_of, problems: _Problems):
+    """Per file name, the (label, synset, text) the shard should hold; and counts."""
+    index = read_tsv(shard["index"], INDEX_COLUMNS)
+    rejects = read_tsv(shard["rejects"], ("position",), ints=("position",))
+    paths, classes = index["path"].tolist(), index["class"].tolist()
+    rejected = set()
+    for row in rejects.itertuples(index=False):
+        position = int(row.position)
+        if not 0 <= position < len(index):
+            problems.add("reject position outside the index", str(position))
+        elif position in rejected:
+            problems.add("position rejected twice", str(position))
+        elif "path" in rejects.columns and row.path != paths[position]:
+            problems.add("reject path differs from index", f"{position}: {row.path}")
+        rejected.add(position)
+    expected: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    for position, (path, synset) in enumerate(zip(paths, classes, strict=True)):
+        if position in rejected:
+            continue
+        if synset not in labels.index:
+            problems.add("class not in the labels table", f"{synset} ({path})")
+            continue
+        label = label_of(labels.index[synset])
+        expected[os.path.basename(path)].append((label, synset, labels.text[synset]))
+    return expected, len(index), len(rejects)
+
+
+def _check_batch(batch: dict, first: int, expected, format_: bytes, problems, seen) -> None:
+    names = [n.decode("utf-8", "surrogateescape") for n in batch["filename"]]
+    hwc, decoded = batch["hwc"], batch["decoded"]
+    for i, name in enumerate(names):
+        where = f"record {first + i} ({name})"
+        seen["names"][name] += 1
+        label = int(batch["label"][i])
+        seen["labels"].add(label)
+        synset = batch["synset"][i].decode("utf-8", "surrogateescape")
+        text = batch["text"][i].decode("utf-8", "surrogateescape")
+        if batch["format"][i] != format_:
+            problems.add("wrong image/format", f"{where}: {batch['format'][i]!r}")
+        colorspace = batch["colorspace"][i].decode("utf-8", "surrogateescape")
+        if COLORSPACE_CHANNELS.get(colorspace) != hwc[i][2]:
+            problems.add("colorspace/channels mismatch", f"{where}: {colorspace} {hwc[i][2]}")
+        if not np.array_equal(hwc[i], decoded[i]):
+            got = "x".join(map(str, decoded[i]))
+            want = "x".join(map(str, hwc[i]))
+            if "nbytes" in batch:  # raw pixels: a wrong size shows as a wrong byte count
+                got = f"{batch['nbytes'][i]} bytes"
+                want = f"{want} = {np.prod(hwc[i])} bytes"
+            problems.add("decoded image does not match its size", f"{where}: {got}, want {want}")
+        if "boxes" in batch and len(set(batch["boxes"][i].tolist())) != 1:
+            problems.add("bbox lists differ in length", f"{where}: {batch['boxes'][i].tolist()}")
+        wanted = expected.get(name)
+        if not wanted:
+            continue  # reported with the file name multiset
+        if not any(w == (label, synset, text) for w in wanted):
+            want_label, want_synset, want_text = wanted[0]
+            if all(w[0] != label for w in wanted):
+                problems.add("wrong label", f"{where}: {label}, want {want_label}")
+            elif all(w[1] != synset for w in wanted):
+                problems.add("wrong synset", f"{where}: {synset}, want {want_synset}")
+            else:
+                problems.add("wrong text", f"{where}: {text!r}, want {want_text!r}")
+
+
+def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compression, threads):
+    path = Path(shard["record"])
+    problems = _Problems()
+    expected, n_index, n_rejects = _expected(
+        shard, labels, lambda index: spec.label(index, label_base), problems
+    )
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    dataset = (
+        tf.data.TFRecordDataset(str(path), compression_type=compression)
+        .map(parse, num_parallel_calls=threads, deterministic=True)
+        .batch(_BATCH)
+        .prefetch(1)
+        .with_options(options)
+    )
+    seen = {"names": Counter(), "labels": set()}
+    count = 0
+    try:
+        for batch in dataset.as_numpy_iterator():
+            _check_batch(batch, count, expected, format_, problems, seen)
+            count += len(batch["filename"])
+    except (tf.errors.OpError, UnicodeDecodeError):  # TF errors quoting raw bytes fail to decode
+        problems.add(
+            "unreadable record", _locate_failure(tf, path, compression, parse, start=count)
+        )
+    else:
+        if count + n_rejects != n_index:
+            problems.add("records + rejects != index rows", f"{count} + {n_rejects} != {n_index}")
+        wanted = Counter({name: len(rows) for name, rows in expected.items()})
+        missing = sorted((wanted - seen["names"]).elements())
+        unexpected = sorted((seen["names"] - wanted).elements())
+        if missing:
+            problems.add("missing from the shard", ", ".join(missing[:_EXAMPLES]))
+        if unexpected:
+            problems.add("not expected in the shard", ", ".join(unexpected[:_EXAMPLES]))
+    if problems:
+        raise VerificationError(problems.message(path.name))
+    size, sha256 = _file_digest(path)
+    return {
+        "record": path.name,
+        "records": count,
+        "rejects": n_rejects,
+        "index": n_index,
+        "bytes": size,
+        "sha256": sha256,
+        "classes": len(seen["labels"]),
+    }
+
+
+def verify_shards(
+    schema: str,
+    shards: list[dict],
+    labels_tsv,
+    label_base: int,
+    compression: str | None = None,
+    threads: int = 1,
+) -> list[dict]:
+    """Verify each shard ({"record", "index", "rejects"} paths); raise on the first bad one.
+
+    Returns per shard: record (file name), records, rejects, index, bytes,
+    sha256 and classes (distinct labels present).
+    """
+    spec = get_schema(schema)
+    if schema not in _PARSERS:
+        raise ValueError(f"no verifier for schema {schema!r}")
+    labels = read_labels(labels_tsv, label_base)
+    tf = _tensorflow(threads)
+    make_parser, format_ = _PARSERS[schema]
+    parse = make_parser(tf)
+    compression = (compression or "").upper()
+    return [
+        _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compression, threads)
+        for shard in shards
+    ]

@@ -1,0 +1,235 @@
+"""End to end: the real workflow on a copy of the embedded sample, run by Snakemake."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import REPO, SAMPLE
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def write_config(workdir: Path, **overrides) -> Path:
+    with open(REPO / "config.yaml") as handle:
+        config = yaml.safe_load(handle)
+    config["source"]["root"] = str(workdir / "sample")
+    config["labels"]["synsets"] = str(workdir / "sample" / "synsets.txt")
+    for section, values in overrides.items():
+        config[section].update(values)
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-d", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def outstanding(workdir: Path) -> dict[str, int]:
+    """Jobs a dry-run would run, by rule."""
+    proc = snakemake(workdir, "-n", "--quiet", "rules")
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if m[0] != "total"}
+
+
+def record_hashes(workdir: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((workdir / "results" / "records").rglob("*"))
+        if p.is_file()
+    }
+
+
+def new_workdir(base: Path) -> Path:
+    base.mkdir(parents=True)
+    shutil.copytree(SAMPLE, base / "sample")
+    write_config(base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    workdir = new_workdir(tmp_path_factory.mktemp("run") / "a")
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def load_quirks() -> dict[str, dict]:
+    with open(SAMPLE / "quirks.tsv") as handle:
+        header, *rows = [line.rstrip("\n").split("\t") for line in handle]
+    return {row[0]: dict(zip(header, row, strict=False)) for row in rows}
+
+
+def sample_images() -> dict[str, str]:
+    """Every indexable file of the sample: relative path -> split."""
+    return {
+        str(p.relative_to(SAMPLE)): p.relative_to(SAMPLE).parts[0]
+        for p in SAMPLE.glob("*/*/*")
+        if p.suffix.lower() in {".jpeg", ".jpg", ".png"}
+    }
+
+
+def test_every_image_is_a_record_or_a_reject(built):
+    import tensorflow as tf
+
+    quirks = load_quirks()
+    labels = {
+        line.split("\t")[2]: int(line.split("\t")[1])
+        for line in (built / "results" / "index" / "labels.tsv").read_text().splitlines()[1:]
+    }
+    feature_map = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+        "image/class/synset": tf.io.FixedLenFeature([], tf.string),
+        "image/filename": tf.io.FixedLenFeature([], tf.string),
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "image/channels": tf.io.FixedLenFeature([], tf.int64),
+        "image/colorspace": tf.io.FixedLenFeature([], tf.string),
+    }
+    seen: dict[str, str] = {}
+    for split in ("train", "validation"):
+        files = sorted((built / "results" / "records" / "imagenet").glob(f"{split}-*-of-*"))
+        assert [f.name for f in files] == [
+            f"{split}-{i:05d}-of-{len(files):05d}" for i in range(len(files))
+        ]
+        for record in tf.data.TFRecordDataset([str(f) for f in files]):
+            ex = tf.io.parse_single_example(record, feature_map)
+            image = tf.io.decode_jpeg(ex["image/encoded"]).numpy()
+            synset = ex["image/class/synset"].numpy().decode()
+            assert image.shape == (ex["image/height"], ex["image/width"], ex["image/channels"])
+            assert image.shape[2] == 3 and ex["image/colorspace"].numpy() == b"RGB"
+            assert max(image.shape[:2]) <= 256 and image.shape[0] == image.shape[1]
+            assert ex["image/class/label"].numpy() == labels[synset]
+            seen[ex["image/filename"].numpy().decode()] = split
+    rejects = (built / "results" / "rejects.tsv").read_text().splitlines()[1:]
+    rejected = {line.split("\t")[3].rsplit("/", 1)[1]: line.split("\t")[4] for line in rejects}
+    expected = {Path(rel).name: split for rel, split in sample_images().items()}
+    assert set(seen) | set(rejected) == set(expected)
+    assert not set(seen) & set(rejected)
+    for rel, quirk in quirks.items():
+        name = Path(rel).name
+        if quirk["expect"] == "record":
+            assert name in seen, quirk
+        elif quirk["expect"] == "reject":
+            assert name in rejected and rejected[name], quirk
+    summary = json.loads((built / "results" / "summary.json").read_text())
+    assert summary["ignored_files"] == 1
+    for split in ("train", "validation"):
+        entry = summary["splits"][split]
+        assert entry["images"] == sum(1 for s in expected.values() if s == split)
+        assert entry["schemas"]["imagenet"]["records"] + entry["rejects"] == entry["images"]
+        assert entry["schemas"]["dlbs"]["records"] == entry["schemas"]["imagenet"]["records"]
+        assert entry["classes"] == 4
+
+
+def test_dlbs_shards_hold_raw_tensors_with_zero_based_labels(built):
+    import tensorflow as tf
+
+    feature_map = {
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "image/channels": tf.io.FixedLenFeature([], tf.int64),
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string),
+    }
+    files = sorted(str(p) for p in (built / "results" / "records" / "dlbs").glob("validation-*"))
+    labels = []
+    for record in tf.data.TFRecordDataset(files):
+        ex = tf.io.parse_single_example(record, feature_map)
+        image = tf.io.decode_raw(ex["image/encoded"], tf.uint8)
+        shape = tf.stack([ex["image/height"], ex["image/width"], ex["image/channels"]])
+        assert tf.reshape(image, tf.cast(shape, tf.int32)).shape[2] == 3
+        assert ex["image/format"].numpy() == b"tensor"
+        labels.append(int(ex["image/class/label"]))
+    assert labels and min(labels) >= 0 and max(labels) <= 3
+
+
+def test_nothing_outstanding_after_a_run(built):
+    assert outstanding(built) == {}
+
+
+def test_touching_one_image_reruns_only_its_shard(built, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(built, work, symlinks=True)
+    write_config(work)
+    # the copy carries new mtimes: rebase the metadata so the copy starts clean
+    snakemake(work, "--touch", "--cores", "1")
+    assert outstanding(work) == {}
+    image = work / "sample" / "train" / "n02123045" / "n02123045_3.JPEG"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    jobs = outstanding(work)
+    assert jobs["resize_shard"] == 1
+    assert jobs["records_shard"] == 2  # imagenet + dlbs for that shard
+    assert jobs["verify_split"] == 2  # the train split of each schema
+    assert "index_table" in jobs and jobs["index_table"] == 1
+
+
+def test_changing_a_resize_parameter_reruns_resize_and_downstream_only(built, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(built, work, symlinks=True)
+    write_config(work)
+    snakemake(work, "--touch", "--cores", "1")
+    write_config(work, resize={"quality": 80})
+    jobs = outstanding(work)
+    assert jobs == {
+        "resize_shard": 6,
+        "records_shard": 12,
+        "verify_split": 4,
+        "summary": 1,
+        "all": 1,
+    }
+
+
+def test_same_inputs_give_byte_identical_shards_whatever_cores(built, tmp_path):
+    other = new_workdir(tmp_path / "b")
+    snakemake(other, "--cores", "1", "--config", "threads={'resize': 1, 'records': 1, 'verify': 1}")
+    assert record_hashes(other) == record_hashes(built)
+    assert (other / "results" / "summary.json").read_text() == (
+        built / "results" / "summary.json"
+    ).read_text().replace(str(built), str(other))
+
+
+def test_removed_output_is_rebuilt_alone_and_no_temp_files_are_left(built, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(built, work, symlinks=True)
+    write_config(work)
+    snakemake(work, "--touch", "--cores", "1")
+    (work / "results" / "records" / "imagenet" / "train-00001-of-00004").unlink()
+    assert outstanding(work) == {"records_shard": 1, "verify_split": 1, "summary": 1, "all": 1}
+    before = record_hashes(built)
+    snakemake(work, "--cores", "2")
+    assert record_hashes(work) == before
+    assert not [p for p in (work / "results").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):
+    work = new_workdir(tmp_path / "c")
+    write_config(work, resize={"mode": "squash"})
+    proc = snakemake(work, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert "'resize.mode'" in proc.stdout + proc.stderr
+    assert not (work / "results").exists()
