@@ -51,14 +51,10 @@ def split_shard_indexes(wildcards):
     return [shard_index(wildcards.split, shard) for shard in shard_ids(wildcards.split)]
 
 
-def split_rejects(wildcards):
+def all_rejects():
     return [
-        f"{RESULTS}/rejects/{wildcards.split}/{shard}.tsv" for shard in shard_ids(wildcards.split)
+        f"{RESULTS}/rejects/{split}/{shard}.tsv" for split in SPLITS for shard in shard_ids(split)
     ]
-
-
-def split_records(wildcards):
-    return record_shards(wildcards.schema, wildcards.split)
 
 
 def summary_outputs():

@@ -1,28 +1,30 @@
-rule verify_split:
+rule verify_records:
     input:
-        records=split_records,
-        indexes=split_shard_indexes,
-        rejects=split_rejects,
+        records=lambda w: [r for split in SPLITS for r in record_shards(w.schema, split)],
+        indexes=[shard_index(split, shard) for split in SPLITS for shard in shard_ids(split)],
+        rejects=all_rejects(),
         labels=f"{RESULTS}/index/labels.tsv",
     output:
-        f"{RESULTS}/verify/{{schema}}/{{split}}.json",
+        f"{RESULTS}/verify/{{schema}}.json",
     log:
-        f"{RESULTS}/logs/verify/{{schema}}/{{split}}.log",
+        f"{RESULTS}/logs/verify/{{schema}}.log",
     conda:
         "../envs/verify.yaml"
     threads: config["threads"]["verify"]
     params:
+        splits=[split for split in SPLITS for shard in shard_ids(split)],
         compression=config["records"]["compression"],
         label_base=config["labels"]["base"],
+        cache=f"{RESULTS}/verify/{{schema}}.cache",
     script:
-        "../scripts/verify_split.py"
+        "../scripts/verify_records.py"
 
 
 rule summary:
     input:
-        verified=expand(f"{RESULTS}/verify/{{schema}}/{{split}}.json", schema=SCHEMAS, split=SPLITS),
+        verified=expand(f"{RESULTS}/verify/{{schema}}.json", schema=SCHEMAS),
         tables=expand(f"{RESULTS}/index/{{split}}.tsv", split=SPLITS),
-        rejects=[f"{RESULTS}/rejects/{s}/{i}.tsv" for s in SPLITS for i in shard_ids(s)],
+        rejects=all_rejects(),
         ignored=f"{RESULTS}/index/ignored.tsv",
     output:
         json=f"{RESULTS}/summary.json",

@@ -157,3 +157,25 @@ def test_record_that_is_not_an_example(tmp_path):
             writer.write(record)
     with pytest.raises(VerificationError, match=r"record 2 \(not an Example\)"):
         verify("imagenet", shard, inputs)
+
+
+def test_cache_skips_unchanged_shards_and_rereads_changed_ones(tmp_path, monkeypatch):
+    import imgprep.verify as verify_module
+
+    inputs, shard = build(tmp_path)
+    cache = tmp_path / "cache"
+    first = verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache)
+    assert list(cache.iterdir())
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("an unchanged shard was read again")
+
+    monkeypatch.setattr(verify_module, "_verify_shard", must_not_read)
+    assert verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache) == first
+    monkeypatch.undo()
+
+    rewrite(shard["record"], lambda number, _: number != 2)
+    with pytest.raises(VerificationError):
+        verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache)
+    with pytest.raises(VerificationError):  # a failed verdict is never cached
+        verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache)

@@ -184,7 +184,7 @@ def test_touching_one_image_reruns_only_its_shard(built, tmp_path):
     jobs = outstanding(work)
     assert jobs["resize_shard"] == 1
     assert jobs["records_shard"] == 2  # imagenet + dlbs for that shard
-    assert jobs["verify_split"] == 2  # the train split of each schema
+    assert jobs["verify_records"] == 2  # one per schema
     assert "index_table" in jobs and jobs["index_table"] == 1
 
 
@@ -198,7 +198,7 @@ def test_changing_a_resize_parameter_reruns_resize_and_downstream_only(built, tm
     assert jobs == {
         "resize_shard": 6,
         "records_shard": 12,
-        "verify_split": 4,
+        "verify_records": 2,
         "summary": 1,
         "all": 1,
     }
@@ -219,7 +219,7 @@ def test_removed_output_is_rebuilt_alone_and_no_temp_files_are_left(built, tmp_p
     write_config(work)
     snakemake(work, "--touch", "--cores", "1")
     (work / "results" / "records" / "imagenet" / "train-00001-of-00004").unlink()
-    assert outstanding(work) == {"records_shard": 1, "verify_split": 1, "summary": 1, "all": 1}
+    assert outstanding(work) == {"records_shard": 1, "verify_records": 1, "summary": 1, "all": 1}
     before = record_hashes(built)
     snakemake(work, "--cores", "2")
     assert record_hashes(work) == before

@@ -35,12 +35,15 @@ def write_summary(verified, tables, rejects, ignored, json_path, tsv_path, rejec
             "schemas": {},
         }
     rows = []
+    reports = []
     for path in verified:
         with open(path) as handle:
             report = json.load(handle)
-        schema, split = report["schema"], report["split"]
+        reports.extend(
+            (report["schema"], split, shards) for split, shards in report["splits"].items()
+        )
+    for schema, split, shards in reports:
         entry = splits[split]
-        shards = report["shards"]
         records = sum(shard["records"] for shard in shards)
         if records + entry["rejects"] != entry["images"]:
             raise SummaryError(
