@@ -6,12 +6,12 @@ from imgprep.config import ConfigError, validate_config
 from imgprep.index import (
     labels_path,
     read_shard_index,
-    read_tsv,
     scan,
     shard_index_path,
     update_index,
     write_split_table,
 )
+from imgprep.tables import read_tsv
 
 LAYOUT = {
     "train/n02": 20,

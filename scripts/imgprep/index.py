@@ -284,18 +284,10 @@ def update_index(config: dict, log=sys.stderr) -> ScanResult:
     return result
 
 
-def read_tsv(path):
-    """A TSV of ours as strings: no NA guessing, so a class called 'NA' stays 'NA'."""
-    import pandas as pd
-
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-
-
 def read_shard_index(path):
-    table = read_tsv(path)
-    table["size"] = table["size"].astype("int64")
-    table["mtime_ns"] = table["mtime_ns"].astype("int64")
-    return table
+    from imgprep.tables import read_tsv
+
+    return read_tsv(path, INDEX_COLUMNS, ints=("size", "mtime_ns"))
 
 
 def write_split_table(shard_paths, labels_tsv, out_path):
@@ -303,6 +295,7 @@ def write_split_table(shard_paths, labels_tsv, out_path):
     import pandas as pd
 
     from imgprep.atomic import atomic_write
+    from imgprep.tables import read_tsv
 
     labels = read_tsv(labels_tsv).rename(columns={"synset": "class"})
     parts = []

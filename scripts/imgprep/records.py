@@ -8,7 +8,6 @@ imgprep.tfrecord, which needs no TensorFlow: this runs once per shard.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import tarfile
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from imgprep.tables import read_tsv
 from imgprep.tfrecord import (
     Feature,
     TFRecordWriter,
@@ -36,7 +36,6 @@ __all__ = [
     "get_schema",
     "iter_samples",
     "read_labels",
-    "read_tsv",
     "shard_filename",
     "write_shard",
 ]
@@ -51,34 +50,6 @@ _MODE_CHANNELS = {"L": 1, "RGB": 3, "CMYK": 4}
 
 
 # -- inputs -------------------------------------------------------------------------
-
-
-def read_tsv(path, required: Sequence[str] = (), ints: Sequence[str] = ()) -> pd.DataFrame:
-    """Read one of the workflow's headed TSVs, exactly as written.
-
-    Everything is a string (a class named "NA" and empty text survive), nothing is
-    quoted (the writers join fields with tabs), and undecodable path bytes come
-    back as surrogate escapes so they round-trip into the records.
-    """
-    frame = pd.read_csv(
-        path,
-        sep="\t",
-        dtype=str,
-        keep_default_na=False,
-        na_filter=False,
-        quoting=csv.QUOTE_NONE,
-        encoding="utf-8",
-        encoding_errors="surrogateescape",
-    )
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-    for column in (c for c in ints if c in frame.columns):  # absent optional: skip
-        try:
-            frame[column] = frame[column].astype("int64")
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: column {column!r} is not all integers: {exc}") from exc
-    return frame
 
 
 @dataclass(frozen=True)

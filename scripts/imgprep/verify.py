@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from imgprep.atomic import atomic_write
-from imgprep.records import COLORSPACE_CHANNELS, INDEX_COLUMNS, get_schema, read_labels, read_tsv
+from imgprep.records import COLORSPACE_CHANNELS, INDEX_COLUMNS, get_schema, read_labels
+from imgprep.tables import read_tsv
 
 __all__ = ["VerificationError", "verify_shards"]
 
