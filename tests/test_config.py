@@ -26,6 +26,11 @@ def test_defaults_are_filled(config):
     assert validated["records"]["schemas"] == ["imagenet"]
     assert validated["threads"]["resize"] >= 1
     assert "resize" not in config, "the caller's dict is not modified"
+    del config["splits"]
+    assert validate_config(config)["splits"] == {
+        "train": {"shards": 1024},
+        "validation": {"shards": 128},
+    }
 
 
 @pytest.mark.parametrize(
