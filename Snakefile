@@ -21,3 +21,10 @@ rule all:
     default_target: True
     input:
         summary_outputs(),
+        # the shards are the product: a deleted one is rebuilt, not just re-verified
+        [
+            record
+            for schema in SCHEMAS
+            for split in SPLITS
+            for record in record_shards(schema, split)
+        ],

@@ -21,8 +21,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 def write_config(workdir: Path, **overrides) -> Path:
     with open(REPO / "config.yaml") as handle:
         config = yaml.safe_load(handle)
-    config["source"]["root"] = str(workdir / "sample")
-    config["labels"]["synsets"] = str(workdir / "sample" / "synsets.txt")
+    # relative to the working directory: a copied workdir is an exact clone
+    config["source"]["root"] = "sample"
+    config["labels"]["synsets"] = "sample/synsets.txt"
     for section, values in overrides.items():
         config[section].update(values)
     path = workdir / "config.yaml"
@@ -174,10 +175,7 @@ def test_nothing_outstanding_after_a_run(built):
 
 def test_touching_one_image_reruns_only_its_shard(built, tmp_path):
     work = tmp_path / "w"
-    shutil.copytree(built, work, symlinks=True)
-    write_config(work)
-    # the copy carries new mtimes: rebase the metadata so the copy starts clean
-    snakemake(work, "--touch", "--cores", "1")
+    shutil.copytree(built, work, symlinks=True)  # keeps mtimes
     assert outstanding(work) == {}
     image = work / "sample" / "train" / "n02123045" / "n02123045_3.JPEG"
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
@@ -191,8 +189,6 @@ def test_touching_one_image_reruns_only_its_shard(built, tmp_path):
 def test_changing_a_resize_parameter_reruns_resize_and_downstream_only(built, tmp_path):
     work = tmp_path / "w"
     shutil.copytree(built, work, symlinks=True)
-    write_config(work)
-    snakemake(work, "--touch", "--cores", "1")
     write_config(work, resize={"quality": 80})
     jobs = outstanding(work)
     assert jobs == {
@@ -206,18 +202,17 @@ def test_changing_a_resize_parameter_reruns_resize_and_downstream_only(built, tm
 
 def test_same_inputs_give_byte_identical_shards_whatever_cores(built, tmp_path):
     other = new_workdir(tmp_path / "b")
-    snakemake(other, "--cores", "1", "--config", "threads={'resize': 1, 'records': 1, 'verify': 1}")
+    write_config(other, threads={"resize": 1, "records": 1, "verify": 1})
+    snakemake(other, "--cores", "1")
     assert record_hashes(other) == record_hashes(built)
     assert (other / "results" / "summary.json").read_text() == (
         built / "results" / "summary.json"
-    ).read_text().replace(str(built), str(other))
+    ).read_text()
 
 
 def test_removed_output_is_rebuilt_alone_and_no_temp_files_are_left(built, tmp_path):
     work = tmp_path / "w"
     shutil.copytree(built, work, symlinks=True)
-    write_config(work)
-    snakemake(work, "--touch", "--cores", "1")
     (work / "results" / "records" / "imagenet" / "train-00001-of-00004").unlink()
     assert outstanding(work) == {"records_shard": 1, "verify_records": 1, "summary": 1, "all": 1}
     before = record_hashes(built)
