@@ -173,13 +173,11 @@ _JPEG = bytes_feature(b"JPEG")
 _TENSOR = bytes_feature(b"tensor")
 
 
-def _imagenet_features(sample: Sample, label: int) -> dict[str, Feature]:
-    """The tensorflow/models (build_imagenet_data, imagenet_to_gcs) layout."""
-    _jpeg_header(sample)
-    boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
+def _described_image(sample: Sample, label: int, encoded: bytes, format_: Feature) -> dict:
+    """Keys both layouts share: the image's shape, colorspace, class and name."""
     return {
-        "image/encoded": bytes_feature(sample.data),
-        "image/format": _JPEG,
+        "image/encoded": bytes_feature(encoded),
+        "image/format": format_,
         "image/height": int64_feature(sample.height),
         "image/width": int64_feature(sample.width),
         "image/channels": int64_feature(sample.channels),
@@ -188,6 +186,15 @@ def _imagenet_features(sample: Sample, label: int) -> dict[str, Feature]:
         "image/class/synset": bytes_feature(sample.synset),
         "image/class/text": bytes_feature(sample.text),
         "image/filename": bytes_feature(sample.filename),
+    }
+
+
+def _imagenet_features(sample: Sample, label: int) -> dict[str, Feature]:
+    """The tensorflow/models (build_imagenet_data, imagenet_to_gcs) layout."""
+    _jpeg_header(sample)
+    boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
+    return {
+        **_described_image(sample, label, sample.data, _JPEG),
         "image/object/bbox/xmin": float_feature(boxes[:, 0]),
         "image/object/bbox/ymin": float_feature(boxes[:, 1]),
         "image/object/bbox/xmax": float_feature(boxes[:, 2]),
@@ -199,18 +206,7 @@ def _imagenet_features(sample: Sample, label: int) -> dict[str, Feature]:
 def _dlbs_features(sample: Sample, label: int) -> dict[str, Feature]:
     """DLBS fast ingestion: pre-decoded HWC uint8 pixels, so training skips JPEG decode."""
     pixels = np.asarray(_jpeg_header(sample))  # decodes; shape checked by the header
-    return {
-        "image/encoded": bytes_feature(pixels.tobytes()),
-        "image/format": _TENSOR,
-        "image/height": int64_feature(sample.height),
-        "image/width": int64_feature(sample.width),
-        "image/channels": int64_feature(sample.channels),
-        "image/colorspace": bytes_feature(sample.colorspace),
-        "image/class/label": int64_feature(label),
-        "image/class/synset": bytes_feature(sample.synset),
-        "image/class/text": bytes_feature(sample.text),
-        "image/filename": bytes_feature(sample.filename),
-    }
+    return _described_image(sample, label, pixels.tobytes(), _TENSOR)
 
 
 SCHEMAS: dict[str, Schema] = {
