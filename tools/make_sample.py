@@ -233,7 +233,12 @@ def main() -> None:
     p = next_train(shuttle, ".png")
     small = crop_for(shuttle)
     small.thumbnail((220, 220), Image.Resampling.LANCZOS)
-    write(p, png_bytes(small.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)))
+    write(
+        p,
+        png_bytes(
+            small.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        ),
+    )
     add(p, "palette", "record")
 
     # Grayscale (mode L) JPEG.

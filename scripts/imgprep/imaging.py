@@ -21,6 +21,7 @@ import functools
 import io
 import math
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import simplejpeg  # noqa: E402
-from PIL import Image, UnidentifiedImageError  # noqa: E402
+from PIL import Image, ImageFile, UnidentifiedImageError  # noqa: E402
 
 __all__ = [
     "FILTERS",
@@ -58,6 +59,7 @@ _YCBCR = (
     (-0.168736, -0.331264, 0.5),
     (0.5, -0.418688, -0.081312),
 )
+_JPEG_MAX_SIDE = 65500  # libjpeg's limit on either side
 # Non-JPEG sources: box-reduce by whole factors first while the remaining factor is
 # still >= this (Pillow's reducing_gap; 3 is indistinguishable from full resampling)
 REDUCING_GAP = 3.0
@@ -103,12 +105,15 @@ class ResizeParams:
             ("subsampling", SUBSAMPLINGS),
         ):
             value = getattr(self, key)
-            if value not in choices:
+            if not isinstance(value, str) or value not in choices:
                 raise ValueError(f"resize.{key}: {value!r} is not one of {', '.join(choices)}")
         for key in ("width", "height"):
             value = getattr(self, key)
-            if not _is_int(value) or not 1 <= value <= 65500:
-                raise ValueError(f"resize.size: {key} must be an integer 1..65500, got {value!r}")
+            if not _is_int(value) or not 1 <= value <= _JPEG_MAX_SIDE:
+                raise ValueError(
+                    f"resize.size: {key} must be an integer 1..{_JPEG_MAX_SIDE}, got {value!r}"
+                )
+            object.__setattr__(self, key, int(value))
         if not _is_int(self.quality) or not 1 <= self.quality <= 100:
             raise ValueError(f"resize.quality: must be an integer 1..100, got {self.quality!r}")
         for key in ("upscale", "fast_decode"):
@@ -210,26 +215,41 @@ def resize_image(data: bytes, params: ResizeParams) -> ResizedImage:
         raise RejectedImage(f"decode error: {type(error).__name__}: {error}") from None
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What the file says about itself before any pixel is decoded."""
+
+    format: str
+    mode: str
+    width: int  # as stored
+    height: int
+    orientation: int
+    baseline: bool  # a sequential (non-progressive) 8-bit JPEG
+
+
 def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
     if not data:
         raise RejectedImage("empty file")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise RejectedImage("not an image: cannot identify format") from None
-    except OSError as error:
-        raise RejectedImage(f"truncated or corrupt header: {error}") from None
-    fmt = image.format or "unknown"
-    stored_w, stored_h = image.size
-    if stored_w <= 0 or stored_h <= 0:
-        raise RejectedImage(f"zero-size image: {stored_w}x{stored_h}")
-    is_jpeg = fmt in ("JPEG", "MPO")
-    source_mode = image.mode
-    if not is_jpeg:
-        _load(image)  # some formats only reveal their EXIF block once decoded
-    orientation = _orientation(image)
-    width, height = (stored_h, stored_w) if orientation >= 5 else (stored_w, stored_h)
-    geometry = _Geometry.plan(width, height, params)
+    image = None
+    source = _probe_jpeg(data)
+    if source is None:  # not a plain JPEG: Pillow identifies it
+        image = _open(data)
+        source = _Source(
+            image.format or "unknown",
+            image.mode,
+            *image.size,
+            _orientation(image),
+            image.format == "JPEG" and not image.info.get("progressive"),
+        )
+    if source.width <= 0 or source.height <= 0:
+        raise RejectedImage(f"zero-size image: {source.width}x{source.height}")
+    if source.orientation >= 5:
+        geometry = _Geometry.plan(source.height, source.width, params)
+    else:
+        geometry = _Geometry.plan(source.width, source.height, params)
+    if max(geometry.canvas) > _JPEG_MAX_SIDE:
+        width, height = geometry.canvas
+        raise RejectedImage(f"output {width}x{height} exceeds JPEG's {_JPEG_MAX_SIDE} px limit")
     gray = params.colorspace == "gray"
 
     def result(jpeg: bytes, kept: bool = False) -> ResizedImage:
@@ -239,11 +259,11 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
             height=geometry.canvas[1],
             channels=1 if gray else 3,
             colorspace="Grayscale" if gray else "RGB",
-            source_format=fmt,
-            source_mode=source_mode,
-            source_width=stored_w,
-            source_height=stored_h,
-            orientation=orientation,
+            source_format=source.format,
+            source_mode=source.mode,
+            source_width=source.width,
+            source_height=source.height,
+            orientation=source.orientation,
             crop=geometry.box,
             pad=(*geometry.offset, *geometry.content),
             kept=kept,
@@ -251,28 +271,124 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
 
     if (
         params.mode == "keep"
-        and fmt == "JPEG"
-        and source_mode == ("L" if gray else "RGB")
-        and orientation == 1
-        and not image.info.get("progressive")
+        and source.format == "JPEG"
+        and source.baseline
+        and source.mode == ("L" if gray else "RGB")
+        and source.orientation == 1
         and _jpeg_decodes(data)
     ):
         return result(data, kept=True)
 
+    is_jpeg = source.format in ("JPEG", "MPO")
     reduce = 1
-    if params.fast_decode and not geometry.identity:
-        reduce = _dct_reduction(geometry, stored_w, stored_h)
-    pixels = scale = None
-    if is_jpeg and source_mode in ("RGB", "L"):
-        channels = 1 if source_mode == "L" or (gray and params.gray_matrix == "rec601") else 3
-        pixels = _decode_jpeg(data, channels, reduce, stored_w, stored_h)
-        scale = 1.0 / reduce
+    if params.fast_decode and is_jpeg and not geometry.identity:
+        reduce = _dct_reduction(geometry, source.width, source.height)
+    pixels = None
+    if is_jpeg and source.mode in ("RGB", "L"):
+        channels = 1 if source.mode == "L" or (gray and params.gray_matrix == "rec601") else 3
+        pixels = _decode_jpeg(data, channels, reduce, source.width, source.height)
     if pixels is None:
-        pixels, scale = _decode_pillow(image, params, geometry, orientation, reduce)
+        if image is None:
+            image = _open(data)
+        pixels, scale = _decode_pillow(image, params, geometry, source.orientation, reduce)
     else:
-        pixels = _orient(pixels, orientation)
-        scale = (scale, scale)
+        pixels = _orient(pixels, source.orientation)
+        scale = (1.0 / reduce, 1.0 / reduce)
     return result(_render(pixels, scale, geometry, params))
+
+
+def _open(data: bytes) -> Image.Image:
+    """Open with Pillow (headers only, and for non-JPEGs the pixels too)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise RejectedImage("not an image: cannot identify format") from None
+    except OSError as error:
+        raise RejectedImage(f"truncated or corrupt header: {error}") from None
+    if image.format not in ("JPEG", "MPO"):
+        _load(image)  # some formats only reveal their EXIF block once decoded
+    return image
+
+
+# -- JPEG headers -----------------------------------------------------------------------
+#
+# Reading the few header fields needed here directly is ~5x cheaper than Pillow's
+# open, which matters at a thousand images per second. Anything unusual returns
+# None and Pillow takes over.
+
+_SOF_BASELINE, _SOF_EXTENDED, _SOF_PROGRESSIVE = 0xC0, 0xC1, 0xC2
+
+
+def _probe_jpeg(data: bytes) -> _Source | None:
+    """Header of a plain 8-bit Huffman JPEG with 1 or 3 components, else None."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    size = len(data)
+    pos = 2
+    orientation = 1
+    frame = None
+    while True:
+        if pos + 4 > size:
+            raise RejectedImage("truncated JPEG: the file ends inside its header")
+        if data[pos] != 0xFF:
+            return None  # stray bytes between segments: libjpeg may cope, Pillow decides
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length
+            return None  # never seen before a scan in a sane file: Pillow decides
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2:
+            return None
+        if pos + 2 + length > size:
+            raise RejectedImage("truncated JPEG: the file ends inside its header")
+        if marker == 0xDA:  # start of scan: the header is over
+            break
+        body = data[pos + 4 : pos + 2 + length]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if marker not in (_SOF_BASELINE, _SOF_EXTENDED, _SOF_PROGRESSIVE) or len(body) < 6:
+                return None  # lossless, arithmetic, hierarchical: let Pillow judge
+            frame = (marker, body[0], int.from_bytes(body[3:5], "big"))
+            frame += (int.from_bytes(body[1:3], "big"), body[5])
+        elif marker == 0xE1 and body[:6] == b"Exif\x00\x00":
+            orientation = _exif_orientation(body[6:])
+        elif marker == 0xE2 and body[:4] == b"MPF\x00":
+            return None  # multi-picture (MPO): Pillow knows the details
+        pos += 2 + length
+    if frame is None:
+        return None
+    marker, precision, width, height, components = frame
+    if precision != 8 or components not in (1, 3):
+        return None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise RejectedImage(
+            f"decompression bomb: {width}x{height} pixels is more than the limit {limit}"
+        )
+    mode = "L" if components == 1 else "RGB"
+    return _Source("JPEG", mode, width, height, orientation, marker != _SOF_PROGRESSIVE)
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block; 1 if none."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    for entry in range(ifd + 2, ifd + 2 + 12 * int.from_bytes(tiff[ifd : ifd + 2], order), 12):
+        if entry + 12 > len(tiff):
+            break
+        if int.from_bytes(tiff[entry : entry + 2], order) == 0x0112:
+            kind = int.from_bytes(tiff[entry + 2 : entry + 4], order)
+            width = {3: 2, 4: 4}.get(kind)
+            if width is None:
+                return 1
+            value = int.from_bytes(tiff[entry + 8 : entry + 8 + width], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
 
 
 # -- geometry ---------------------------------------------------------------------------
@@ -451,7 +567,13 @@ def _decode_pillow(image: Image.Image, params, geometry, orientation: int, reduc
 
 
 def _load(image: Image.Image) -> None:
-    """Decode the pixels; a file that ends early is rejected, never padded."""
+    """Decode the pixels; a file that ends early is rejected, never padded.
+
+    Pillow's LOAD_TRUNCATED_IMAGES (a process-wide switch other code may have set)
+    would fill a cut-off file with gray and call it fine: it is off while we load.
+    """
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         image.load()
     except OSError as error:
@@ -459,6 +581,8 @@ def _load(image: Image.Image) -> None:
         if "truncated" in str(error).lower():
             raise RejectedImage(f"truncated {kind}: {error}") from None
         raise RejectedImage(f"decode error: {type(error).__name__}: {error}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 _TRANSPOSE = {
@@ -548,39 +672,59 @@ def _luma_u8(rgb: np.ndarray, matrix: str) -> np.ndarray:
 
 def _encode_pixels(pixels: np.ndarray, params: ResizeParams) -> bytes:
     """Encode (h, w, 1|3) uint8 pixels in the target colorspace."""
-    quality = params.quality
     if params.colorspace == "gray":
         if pixels.shape[2] == 3:
             pixels = _luma_u8(pixels, params.gray_matrix)
-        luma = np.ascontiguousarray(pixels[:, :, 0])
-        return simplejpeg.encode_jpeg_yuv_planes(luma, None, None, quality=quality)
+        return _encode_yuv([pixels[:, :, 0]], params)
     if pixels.shape[2] == 1:
-        luma = np.ascontiguousarray(pixels[:, :, 0])
-        return simplejpeg.encode_jpeg_yuv_planes(luma, *_neutral_chroma(luma.shape, params))
+        return _encode_yuv([pixels[:, :, 0]], params)
     return simplejpeg.encode_jpeg(
         np.ascontiguousarray(pixels),
-        quality=quality,
+        quality=params.quality,
         colorspace="RGB",
         colorsubsampling=_SIMPLEJPEG_SUBSAMPLING[params.subsampling],
     )
 
 
-def _neutral_chroma(shape, params: ResizeParams):
-    """Cb = Cr = 128 planes: a gray picture stored as 3-channel JPEG, R = G = B."""
-    fx, fy = SUBSAMPLINGS[params.subsampling]
-    flat = np.full((-(-shape[0] // fy), -(-shape[1] // fx)), 128, np.uint8)
-    return flat, flat, params.quality
-
-
 def _encode_planes(planes, params: ResizeParams) -> bytes:
     """Encode float Y[, Cb, Cr] planes (Cb/Cr already subsampled, without +128)."""
     luma = _plane_u8(planes[0], 0.0)
+    if len(planes) == 1:
+        return _encode_yuv([luma], params)
+    return _encode_yuv([luma, _plane_u8(planes[1], 128.0), _plane_u8(planes[2], 128.0)], params)
+
+
+def _encode_yuv(planes: list[np.ndarray], params: ResizeParams) -> bytes:
+    """Encode uint8 Y[, Cb, Cr] planes; Y alone is gray, or flat chroma for an rgb target.
+
+    libjpeg-turbo reads planes in whole MCUs (16 luma, 8 chroma samples), beyond
+    the picture's edge: without padding the bytes would depend on whatever lies in
+    memory there. Edge replication is also what libjpeg itself pads with.
+    """
+    luma = _pad_planes(planes[0], 16)
     if params.colorspace == "gray":
         return simplejpeg.encode_jpeg_yuv_planes(luma, None, None, quality=params.quality)
-    if len(planes) == 1:
-        return simplejpeg.encode_jpeg_yuv_planes(luma, *_neutral_chroma(luma.shape, params))
-    cb, cr = _plane_u8(planes[1], 128.0), _plane_u8(planes[2], 128.0)
+    if len(planes) == 1:  # gray picture, 3-channel JPEG: Cb = Cr = 128 gives R = G = B
+        fx, fy = SUBSAMPLINGS[params.subsampling]
+        h, w = planes[0].shape
+        flat = np.full((-(-h // fy) + 8, -(-w // fx) + 8), 128, np.uint8)
+        chroma = flat[: -(-h // fy), : -(-w // fx)]
+        return simplejpeg.encode_jpeg_yuv_planes(luma, chroma, chroma, quality=params.quality)
+    cb, cr = (_pad_planes(plane, 8) for plane in planes[1:])
     return simplejpeg.encode_jpeg_yuv_planes(luma, cb, cr, quality=params.quality)
+
+
+def _pad_planes(plane: np.ndarray, multiple: int) -> np.ndarray:
+    """The plane, with rows and columns repeated to a multiple of ``multiple`` in memory."""
+    h, w = plane.shape
+    ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    if (ph, pw) == (h, w):
+        return np.ascontiguousarray(plane)
+    padded = np.empty((ph, pw), np.uint8)
+    padded[:h, :w] = plane
+    padded[:h, w:] = plane[:, -1:]
+    padded[h:] = padded[h - 1]
+    return padded[:h, :w]
 
 
 def _plane_u8(plane: np.ndarray, offset: float) -> np.ndarray:
@@ -668,7 +812,9 @@ def _subsample(plane: np.ndarray, fx: int, fy: int) -> np.ndarray:
 
 _KERNEL_SUPPORT = {"box": 0.5, "bilinear": 1.0, "hamming": 1.0, "bicubic": 2.0, "lanczos": 3.0}
 _EXACT = 2.0**24  # float32 holds every integer below this exactly
-_MNK_LIMIT = 2**18  # OpenBLAS goes multi-threaded above about this much work per call
+# work per BLAS call kept below where OpenBLAS would go multi-threaded, for processes
+# that imported numpy before OPENBLAS_NUM_THREADS was set above
+_MNK_LIMIT = 2**18
 _CALL_SECONDS = 3e-6  # measured cost of one small numpy matmul call ...
 _MAC_SECONDS = 1 / 3.5e10  # ... and of one multiply-add inside it
 
@@ -711,39 +857,47 @@ def _axis_weights(in_size: int, lo: float, hi: float, out_size: int, name: str):
     return first, weights / total
 
 
-def _quantize(real: np.ndarray, target: np.ndarray, bits: int) -> np.ndarray:
-    """Round weights (.., taps) to multiples of 2**-bits; the last axis sums to target.
+def _quantize(real: np.ndarray, target: np.ndarray, bits: int, axis: int) -> np.ndarray:
+    """Round weights to multiples of 2**-bits; sums along ``axis`` become ``target``.
 
-    Fixing the sums keeps flat areas exact (white stays white, gray stays neutral).
+    Fixing the sums (on each sum's largest weight) keeps flat areas exact: white
+    stays 255 and gray stays neutral.
     """
     unit = float(2**bits)
     q = np.rint(real * unit)
-    missing = np.rint(target * unit) - q.sum(axis=-1)
-    biggest = np.argmax(np.abs(q), axis=-1)[..., None]
-    np.put_along_axis(q, biggest, np.take_along_axis(q, biggest, -1) + missing[..., None], -1)
+    missing = np.rint(target * unit) - q.sum(axis=axis)
+    biggest = np.expand_dims(np.argmax(np.abs(q), axis=axis), axis)
+    shape = [1] * q.ndim
+    shape[axis] = q.shape[axis]
+    q += (np.arange(q.shape[axis]).reshape(shape) == biggest) * np.expand_dims(missing, axis)
     return q / unit
 
 
-def _exact_bits(input_bound: float, weight_abs_sum: float) -> int:
-    """Most fraction bits that keep every partial sum an exact float32.
+def _exact_weights(real: np.ndarray, target, axis: int, per_output, input_bound: float):
+    """Quantize weights as finely as exact float32 sums allow.
 
-    Values are integers times weights that are multiples of 2**-bits, so every
-    partial sum is a multiple of 2**-bits; it is exact while |sum| * 2**bits < 2**24.
-    The 2 % margin covers the rounding of the weights themselves.
+    With integer inputs |x| <= input_bound and weights that are multiples of
+    2**-bits, every partial sum of one output is a multiple of 2**-bits no larger
+    than input_bound * sum|w|; float32 holds it exactly while that times 2**bits
+    stays below 2**24. ``target(bits)`` is what the weights sum to along ``axis``;
+    ``per_output(|w|)`` sums |w| for each output. Returns (weights, max sum|w|).
     """
-    bound = max(input_bound * weight_abs_sum * 1.02, 1.0)
-    return max(8, min(16, int(math.floor(math.log2(_EXACT / bound)))))
+    bound = max(input_bound * per_output(real) * 1.01, 1.0)  # rounding adds a little
+    for bits in range(min(16, int(math.log2(_EXACT / bound))), 4, -1):
+        weights = _quantize(real, target(bits), bits, axis)
+        abs_sum = per_output(weights)
+        if input_bound * abs_sum * 2.0**bits < _EXACT:
+            return weights, abs_sum
+    raise ValueError("resampling weights too large for exact float32 arithmetic")
 
 
-def _pick_block(first: np.ndarray, last: np.ndarray, work_per_tap: float) -> int:
+def _pick_block(first: list[int], last: list[int], work_per_tap: float) -> int:
     """Outputs per GEMM block: few calls vs. little wasted work on the band's edges."""
     n = len(first)
     best = None
-    for size in (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128):
-        starts = np.arange(0, n, size)
-        ends = np.minimum(starts + size, n) - 1
-        span = float((last[ends] - first[starts]).clip(min=1).sum())
-        cost = len(starts) * _CALL_SECONDS + span * size * work_per_tap * _MAC_SECONDS
+    for size in (4, 6, 8, 12, 16, 24, 32, 64):
+        span = sum(last[min(i + size, n) - 1] - first[i] for i in range(0, n, size))
+        cost = -(-n // size) * _CALL_SECONDS + span * size * work_per_tap * _MAC_SECONDS
         if best is None or cost < best[0]:
             best = (cost, size)
         if size >= n:
@@ -762,30 +916,99 @@ class _Band:
     lo: int
     hi: int
     blocks: tuple
-    abs_sum: float  # largest sum of |weights| of one output: bounds the values
+    block_work: int  # largest matrix size: long passes are cut to stay under _MNK_LIMIT
+    calls: tuple  # (output index, input index, matrix) per block, ready to use
 
 
-def _nonzero_span(first: np.ndarray, weights: np.ndarray):
-    nonzero = weights != 0
-    taps = weights.shape[-1]
-    if nonzero.ndim > 2:
-        nonzero = nonzero.reshape(len(first), -1, taps).any(axis=1)
-    lead = nonzero.argmax(axis=1)
-    trail = taps - nonzero[:, ::-1].argmax(axis=1)
-    return first + lead, first + trail
+@dataclass(frozen=True)
+class _Layout:
+    """Blocks of ``size`` consecutive outputs and the input run [in0, in1) each needs."""
+
+    size: int
+    edges: np.ndarray  # first output of each block
+    in0: np.ndarray
+    in1: np.ndarray
+    n: int
+
+    @classmethod
+    def plan(cls, first: np.ndarray, real: np.ndarray, work_per_tap: float) -> _Layout:
+        nonzero = real != 0
+        start = first + nonzero.argmax(axis=1)
+        stop = first + real.shape[1] - nonzero[:, ::-1].argmax(axis=1)
+        size = _pick_block(start.tolist(), stop.tolist(), work_per_tap)
+        edges = np.arange(0, len(first), size)
+        return cls(
+            size, edges, np.minimum.reduceat(start, edges), np.maximum.reduceat(stop, edges),
+            len(first),
+        )  # fmt: skip
+
+    @property
+    def width(self) -> int:
+        return int((self.in1 - self.in0).max())
+
+    def dense(self, first: np.ndarray, real: np.ndarray) -> np.ndarray:
+        """Real weights scattered into (blocks, size, width): one small matrix per block."""
+        o, t = np.nonzero(real)
+        block = o // self.size
+        dense = np.zeros((len(self.edges), self.size, self.width))
+        dense[block, o % self.size, first[o] + t - self.in0[block]] = real[o, t]
+        return dense
+
+    def valid(self) -> np.ndarray:
+        """(blocks, size): which slots hold a real output (the last block may be short)."""
+        return (self.edges[:, None] + np.arange(self.size)) < self.n
+
+    def band(self, matrices: np.ndarray, rows: bool, channels: int = 1) -> _Band:
+        lo, hi = int(self.in0.min()), int(self.in1.max())
+        blocks = []
+        for index, out0 in enumerate(self.edges.tolist()):
+            out1 = min(self.n, out0 + self.size)
+            in0, in1 = int(self.in0[index]), int(self.in1[index])
+            if rows:
+                matrix = matrices[index, : out1 - out0, : in1 - in0]
+            else:
+                matrix = matrices[index, :, : (in1 - in0) * channels, : out1 - out0]
+            blocks.append((out0, out1, in0 - lo, in1 - lo, matrix))
+        if rows:
+            calls = tuple((slice(b[0], b[1]), slice(b[2], b[3]), b[4]) for b in blocks)
+        else:
+            calls = tuple(
+                ((slice(None), slice(None), slice(b[0], b[1])), _slice2(b[2], b[3], channels), b[4])
+                for b in blocks
+            )
+        return _Band(lo, hi, tuple(blocks), max(b[4].size for b in blocks), calls)
 
 
-@functools.lru_cache(maxsize=256)
+def _slice2(start: int, stop: int, channels: int):
+    return (slice(None), slice(start * channels, stop * channels))
+
+
+def _rows_bound(in_size: int, lo: float, hi: float, out_size: int, name: str) -> float:
+    """Largest |value| the first product can give (rounded): 255 * sum|w|, plus the
+    little that quantizing the weights can add (checked in _rows_band)."""
+    real = _axis_weights(in_size, lo, hi, out_size, name)[1]
+    return 255.0 * (float(np.abs(real).sum(axis=1).max()) + 0.01) + 0.5
+
+
+@functools.lru_cache(maxsize=128)
 def _rows_band(in_size: int, lo: float, hi: float, out_size: int, name: str, row_len: int):
+    """Vertical weights on uint8 rows: blocks of (outputs x input rows) matrices."""
     first, real = _axis_weights(in_size, lo, hi, out_size, name)
-    abs_sum = float(np.abs(real).sum(axis=1).max())
-    weights = _quantize(real, np.ones(out_size), _exact_bits(255.0, abs_sum))
-    start, stop = _nonzero_span(first, weights)
-    size = _pick_block(start, stop, row_len)
-    return _cut(first, weights, start, stop, size, abs_sum, rows=True)
+    layout = _Layout.plan(first, real, row_len)
+    dense = layout.dense(first, real)
+    weights, abs_sum = _exact_weights(
+        dense,
+        lambda bits: layout.valid().astype(np.float64),
+        -1,
+        lambda w: float(np.abs(w).sum(axis=2).max()),
+        255.0,
+    )
+    if 255.0 * abs_sum + 0.5 > _rows_bound(in_size, lo, hi, out_size, name):
+        raise ValueError("quantized weights exceed the planned bound")
+    return layout.band(weights.astype(np.float32), rows=True)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)
 def _cols_band(
     in_size: int,
     lo: float,
@@ -798,21 +1021,35 @@ def _cols_band(
     input_bound: float,
     work_rows: int,
 ):
-    """Horizontal weights x colour mixes; pair=2 averages output pixel pairs (chroma)."""
+    """Horizontal weights x colour mixes; pair=2 averages output pixel pairs (chroma).
+
+    Matrix entry [(x, c), (o, j)] = horizontal weight of input x for output o times
+    the coefficient of channel c in plane j: one product resamples and converts.
+    """
     first, real = _axis_weights(in_size, lo, hi, out_size, name)
     if pair == 2:
         first, real = _pair_average(first, real)
     mix = np.array(mixes, np.float64) * rows_scale  # (k, C)
-    # weights[o, k, c, t] = horizontal weight x colour coefficient
-    combined = real[:, None, None, :] * mix[None, :, :, None]
-    abs_sum = float(np.abs(combined).sum(axis=(2, 3)).max())
-    bits = _exact_bits(input_bound, abs_sum)
-    mix_q = _quantize(mix, mix.sum(axis=1), bits)  # exact row sums: Y of white is 255
-    weights = _quantize(combined, np.broadcast_to(mix_q, combined.shape[:3]), bits)
-    start, stop = _nonzero_span(first, weights)
     k, channels = mix.shape
-    size = _pick_block(start, stop, work_rows * channels * k)
-    return _cut(first, weights, start, stop, size, abs_sum, rows=False)
+    layout = _Layout.plan(first, real, work_rows * channels * k)
+    # (blocks, k, C, size, width): the axis to quantize along (width) comes last
+    combined = layout.dense(first, real)[:, None, None] * mix[None, :, :, None, None]
+    valid = layout.valid()[:, None, None, :]
+
+    def target(bits):
+        """Every (output, plane, channel) sums to the quantized colour coefficient,
+        whose rows sum exactly in turn: Y of white is 255, Cb and Cr of gray are 0."""
+        mix_q = _quantize(mix, mix.sum(axis=1), bits, axis=1)
+        return mix_q[None, :, :, None] * valid
+
+    def per_output(w):
+        return float(np.abs(w).sum(axis=(2, 4)).max())
+
+    weights, _ = _exact_weights(combined, target, -1, per_output, input_bound)
+    # GEMM layout (blocks, k, width * C, size): row x * C + c meets interleaved pixels
+    matrices = weights.transpose(0, 1, 4, 2, 3).astype(np.float32, order="C")
+    shape = (len(layout.edges), k, layout.width * channels, layout.size)
+    return layout.band(matrices.reshape(shape), rows=False, channels=channels)
 
 
 def _pair_average(first: np.ndarray, real: np.ndarray):
@@ -822,35 +1059,9 @@ def _pair_average(first: np.ndarray, real: np.ndarray):
     b = np.minimum(a + 1, n - 1)
     shift = first[b] - first[a]
     out = np.zeros((len(a), taps + int(shift.max())))
-    out[:, :taps] += 0.5 * real[a]
-    cols = shift[:, None] + np.arange(taps)
-    np.add.at(out, (np.arange(len(a))[:, None], cols), 0.5 * real[b])
+    out[:, :taps] = 0.5 * real[a]
+    out[np.arange(len(a))[:, None], shift[:, None] + np.arange(taps)] += 0.5 * real[b]
     return first[a], out
-
-
-def _cut(first, weights, start, stop, size, abs_sum, rows: bool) -> _Band:
-    """Scatter each block of outputs into a dense (small) GEMM matrix."""
-    lo, hi = int(start.min()), int(stop.max())
-    n = len(first)
-    taps = weights.shape[-1]
-    blocks = []
-    for out0 in range(0, n, size):
-        out1 = min(n, out0 + size)
-        in0, in1 = int(start[out0:out1].min()), int(stop[out0:out1].max())
-        w = weights[out0:out1]
-        pos = first[out0:out1, None] + np.arange(taps) - in0  # (outs, taps)
-        outs = np.arange(out1 - out0)
-        if rows:
-            matrix = np.zeros((out1 - out0, in1 - in0), np.float32)
-            keep = w != 0
-            matrix[np.broadcast_to(outs[:, None], pos.shape)[keep], pos[keep]] = w[keep]
-        else:
-            k, channels = w.shape[1], w.shape[2]
-            matrix = np.zeros((k, (in1 - in0) * channels, out1 - out0), np.float32)
-            o, m, c, t = np.nonzero(w)
-            matrix[m, pos[o, t] * channels + c, o] = w[o, m, c, t]
-        blocks.append((out0, out1, in0 - lo, in1 - lo, matrix))
-    return _Band(lo, hi, tuple(blocks), abs_sum)
 
 
 def _resample(pixels: np.ndarray, box, size, name: str, groups):
@@ -863,9 +1074,8 @@ def _resample(pixels: np.ndarray, box, size, name: str, groups):
     height, width, channels = pixels.shape
     out_w, out_h = size
     x0, y0, x1, y1 = box
-    _, vertical = _axis_weights(height, y0, y1, out_h, name)
     # bound of the first product's (rounded) values: sets the second one's precision
-    mid_bound = 255.0 * float(np.abs(vertical).sum(axis=1).max()) + 0.5
+    mid_bound = _rows_bound(height, y0, y1, out_h, name)
     cols = [
         _cols_band(
             width,
@@ -884,7 +1094,10 @@ def _resample(pixels: np.ndarray, box, size, name: str, groups):
     xs = min(band.lo for band in cols)
     xe = max(band.hi for band in cols)
     rows = _rows_band(height, y0, y1, out_h, name, (xe - xs) * channels)
-    source = pixels[rows.lo : rows.hi, xs:xe].astype(np.float32).reshape(rows.hi - rows.lo, -1)
+    region = pixels[rows.lo : rows.hi, xs:xe]
+    source = _scratch("source", region.shape)
+    np.copyto(source, region, casting="unsafe")
+    source = source.reshape(rows.hi - rows.lo, -1)
     mid = _rows_pass(source, rows, out_h)
     np.rint(mid, out=mid)  # integers again, so the second product is exact too
     paired = None
@@ -898,10 +1111,24 @@ def _resample(pixels: np.ndarray, box, size, name: str, groups):
         yield _cols_pass(src[:, offset : offset + (band.hi - band.lo) * channels], band, channels)
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape) -> np.ndarray:
+    """Reusable float32 work array (one set per thread): fresh large arrays cost page
+    faults on every image."""
+    need = math.prod(shape)
+    buffer = getattr(_SCRATCH, name, None)
+    if buffer is None or buffer.size < need:
+        buffer = np.empty(max(need, 1 << 16), np.float32)
+        setattr(_SCRATCH, name, buffer)
+    return buffer[:need].reshape(shape)
+
+
 def _pair_rows(mid: np.ndarray) -> np.ndarray:
     """Sums of row pairs (the last row doubled if odd): vertical chroma subsampling."""
     n = mid.shape[0]
-    out = np.empty(((n + 1) // 2, mid.shape[1]), np.float32)
+    out = _scratch("paired", ((n + 1) // 2, mid.shape[1]))
     np.add(mid[0 : n - 1 : 2], mid[1::2], out=out[: n // 2])
     if n % 2:
         np.multiply(mid[-1], np.float32(2.0), out=out[-1])
@@ -910,9 +1137,12 @@ def _pair_rows(mid: np.ndarray) -> np.ndarray:
 
 def _rows_pass(source: np.ndarray, band: _Band, out_h: int) -> np.ndarray:
     n = source.shape[1]
-    out = np.empty((out_h, n), np.float32)
-    widest = max((b[1] - b[0]) * (b[3] - b[2]) for b in band.blocks)
-    strip = max(64, _MNK_LIMIT // max(widest, 1))
+    out = _scratch("mid", (out_h, n))
+    strip = max(64, _MNK_LIMIT // band.block_work)
+    if strip >= n:  # whole rows: np.dot (less call overhead) can write them in place
+        for out_rows, in_rows, matrix in band.calls:
+            np.dot(matrix, source[in_rows], out=out[out_rows])
+        return out
     for c0 in range(0, n, strip):
         c1 = min(n, c0 + strip)
         for out0, out1, in0, in1, matrix in band.blocks:
@@ -925,8 +1155,11 @@ def _cols_pass(source: np.ndarray, band: _Band, channels: int) -> np.ndarray:
     k = band.blocks[0][4].shape[0]
     n_out = band.blocks[-1][1]
     out = np.empty((k, rows, n_out), np.float32)
-    widest = max(b[4].size for b in band.blocks)
-    strip = max(8, _MNK_LIMIT // max(widest, 1))
+    strip = max(8, _MNK_LIMIT // band.block_work)
+    if strip >= rows:
+        for out_index, in_index, matrix in band.calls:
+            np.matmul(source[in_index], matrix, out=out[out_index])
+        return out
     for r0 in range(0, rows, strip):
         r1 = min(rows, r0 + strip)
         for out0, out1, in0, in1, matrix in band.blocks:

@@ -1,0 +1,179 @@
+"""One shard: resize its images (in a process pool) into a tar of JPEGs plus tables.
+
+The outputs depend only on the inputs: member order, tar headers and table text
+are fixed, and the pool returns results in position order, so any ``threads`` gives
+byte-identical files (what lets Snakemake and a verifier trust a rerun).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import tarfile
+from collections.abc import Iterator
+
+from imgprep.atomic import atomic_write
+from imgprep.imaging import RejectedImage, ResizedImage, ResizeParams, resize_image
+
+__all__ = ["META_COLUMNS", "REJECT_COLUMNS", "member_name", "read_resized", "resize_shard"]
+
+META_COLUMNS = (
+    "position",
+    "width",
+    "height",
+    "channels",
+    "colorspace",
+    "source_format",
+    "source_mode",
+    "source_width",
+    "source_height",
+    "orientation",
+    "crop_x0",
+    "crop_y0",
+    "crop_x1",
+    "crop_y1",
+    "pad_left",
+    "pad_top",
+    "content_width",
+    "content_height",
+    "kept",
+    "nbytes",
+)
+REJECT_COLUMNS = ("position", "path", "reason")
+_TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": "\n"}
+
+
+def member_name(position: int) -> str:
+    return f"{position:06d}.jpg"
+
+
+def resize_shard(
+    paths: list[str],
+    params: ResizeParams,
+    tar_path,
+    meta_path,
+    rejects_path,
+    threads: int = 1,
+) -> tuple[int, int]:
+    """Resize ``paths`` (position i is paths[i]); return (resized, rejected) counts.
+
+    Writes, each atomically: ``tar_path`` (uncompressed tar, ``{position:06d}.jpg``
+    members in position order), ``meta_path`` (one TSV row per stored image) and
+    ``rejects_path`` (one TSV row per rejected file, header only when none). Every
+    position is in exactly one of the two tables.
+    """
+    paths = [str(path) for path in paths]
+    resized = rejected = 0
+    with contextlib.ExitStack() as stack:
+        tar_file = stack.enter_context(atomic_write(tar_path, "wb"))
+        meta = stack.enter_context(atomic_write(meta_path, "w", **_TEXT))
+        rejects = stack.enter_context(atomic_write(rejects_path, "w", **_TEXT))
+        # USTAR: the oldest format every reader knows, and no per-file timestamps
+        tar = stack.enter_context(
+            tarfile.open(fileobj=tar_file, mode="w", format=tarfile.USTAR_FORMAT)
+        )
+        meta.write("\t".join(META_COLUMNS) + "\n")
+        rejects.write("\t".join(REJECT_COLUMNS) + "\n")
+        for position, image, reason in _results(paths, params, threads):
+            if image is None:
+                rejects.write(f"{position}\t{_clean(paths[position])}\t{_clean(reason)}\n")
+                rejected += 1
+                continue
+            tar.addfile(_tar_info(position, len(image.data)), io.BytesIO(image.data))
+            meta.write("\t".join(_meta_row(position, image)) + "\n")
+            resized += 1
+    return resized, rejected
+
+
+def read_resized(tar_path) -> Iterator[tuple[int, bytes]]:
+    """Yield (position, JPEG bytes) from a tar written by resize_shard, in tar order."""
+    with tarfile.open(tar_path, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            stem = member.name.removeprefix("./").removesuffix(".jpg")
+            if not stem.isdigit():
+                raise ValueError(f"{tar_path}: unexpected member {member.name!r}")
+            yield int(stem), tar.extractfile(member).read()
+
+
+# -- the work of one image --------------------------------------------------------------
+
+_WORKER_PARAMS: ResizeParams | None = None
+
+
+def _init_worker(params: ResizeParams) -> None:
+    global _WORKER_PARAMS
+    _WORKER_PARAMS = params
+
+
+def _process(item: tuple[int, str]) -> tuple[int, ResizedImage | None, str | None]:
+    """Read and resize one file; any failure becomes a reason, never an exception."""
+    position, path = item
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        return position, None, f"unreadable: {type(error).__name__}: {error}"
+    try:
+        return position, resize_image(data, _WORKER_PARAMS), None
+    except RejectedImage as error:
+        return position, None, error.reason
+
+
+def _results(paths: list[str], params: ResizeParams, threads: int):
+    """(position, image or None, reason or None) in position order."""
+    items = list(enumerate(paths))
+    if threads <= 1 or len(items) <= 1:
+        _init_worker(params)
+        yield from map(_process, items)
+        return
+    # fork: workers inherit the imported modules (no per-process import cost) and do
+    # not re-run the Snakemake script, as spawn would
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    processes = min(threads, len(items))
+    # a few chunks per process: little IPC, yet the pool stays busy to the end
+    chunksize = max(1, min(32, len(items) // (processes * 4)))
+    with context.Pool(processes, initializer=_init_worker, initargs=(params,)) as pool:
+        yield from pool.imap(_process, items, chunksize=chunksize)
+
+
+# -- output formats ---------------------------------------------------------------------
+
+
+def _tar_info(position: int, size: int) -> tarfile.TarInfo:
+    """A member header with nothing from the machine or the clock in it."""
+    info = tarfile.TarInfo(member_name(position))
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def _meta_row(position: int, image: ResizedImage) -> list[str]:
+    return [
+        str(position),
+        str(image.width),
+        str(image.height),
+        str(image.channels),
+        image.colorspace,
+        image.source_format,
+        image.source_mode,
+        str(image.source_width),
+        str(image.source_height),
+        str(image.orientation),
+        *(repr(float(value)) for value in image.crop),
+        *(str(value) for value in image.pad),
+        "1" if image.kept else "0",
+        str(len(image.data)),
+    ]
+
+
+def _clean(text: str) -> str:
+    """One TSV field: tabs and line breaks would split the row."""
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
