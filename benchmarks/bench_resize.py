@@ -1,7 +1,8 @@
 """Resize throughput: imgprep's resize_image against a plain Pillow loop, side by side.
 
-Both run single-process in this one run on the same ImageNet-like photos (about
-500x375, JPEG quality 90, about 100 KB), so the ratio is what counts, not the
+Both run single-process in this one run on the same ImageNet-like photos (mostly
+500x375 and 500x333, a quarter of other sizes from 160 to 1600 px wide, JPEG quality
+90, about 100 KB), so the ratio is what counts, not the
 absolute numbers. The photos are built deterministically: from the real photo crops
 in resources/sample/ when present (cropped and scaled up, plus sensor-like grain so
 they cost what a camera JPEG of about 100 KB costs to decode), otherwise from
@@ -93,14 +94,25 @@ def _grain(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return luma[:, :, None] + rng.normal(0, 7.0, (height, width, 3))
 
 
+def photo_size(rng: np.random.Generator, index: int) -> tuple[int, int]:
+    """ImageNet's shape mix: most photos are Flickr's 500 px medium size (500x375,
+    500x333, portrait every fourth), a quarter a long tail of other sizes, so
+    per-size set-up costs (resampling tables) are paid as often as on ImageNet."""
+    if index % 4 == 2:
+        width = int(rng.integers(160, 1600))
+        return width, max(64, int(width / rng.uniform(0.6, 1.8)))
+    width, height = (500, 375) if index % 3 else (500, 333)
+    return (height, width) if index % 4 == 3 else (width, height)
+
+
 def build_photos(count: int, seed: int = 0) -> tuple[list[bytes], str]:
-    """``count`` JPEGs, 500x375 (every fourth 375x500), quality 90, 4:2:0."""
+    """``count`` JPEGs in ImageNet's shape mix (see photo_size), quality 90, 4:2:0."""
     rng = np.random.default_rng(seed)
     sources = _sample_photos() if SAMPLE.is_dir() else []
     origin = f"{len(sources)} photos of resources/sample" if sources else "synthetic texture"
     photos = []
     for index in range(count):
-        width, height = (375, 500) if index % 4 == 3 else (500, 375)
+        width, height = photo_size(rng, index)
         if sources:
             source = sources[index % len(sources)]
             sw, sh = source.size

@@ -26,14 +26,14 @@ def rule_log(snakemake):
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 print(f"rule {snakemake.rule} wildcards {dict(snakemake.wildcards)}", end=" ")
-                print(f"threads {snakemake.threads}")
+                print(f"threads {snakemake.threads} started {time.time():.3f}")
                 try:
                     yield
                 except BaseException:
                     traceback.print_exc()
                     raise
                 finally:
-                    print(f"elapsed {time.perf_counter() - started:.3f} s")
+                    print(f"elapsed {time.perf_counter() - started:.3f} s ended {time.time():.3f}")
         finally:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
