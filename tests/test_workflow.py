@@ -228,3 +228,34 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):
     assert proc.returncode != 0
     assert "'resize.mode'" in proc.stdout + proc.stderr
     assert not (work / "results").exists()
+
+
+def test_a_killed_run_resumes_without_redoing_finished_shards(built, tmp_path):
+    import signal
+    import time
+
+    work = new_workdir(tmp_path / "k")
+    resized = work / "results" / "resized"
+    proc = subprocess.Popen(
+        [*SNAKEMAKE, "-d", str(work), "--cores", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(resized.glob("*/*.meta.tsv"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # no clean-up at all, as on a lost node
+    proc.wait()
+
+    snakemake(work, "--unlock")  # what Snakemake asks for after a hard kill
+    plan = snakemake(work, "-n", "--rerun-incomplete").stdout
+    redo = set(re.findall(r"output: (results/resized/\w+/\d+\.tar)", plan))
+    kept = {p: p.stat().st_mtime_ns for p in resized.glob("*/*.tar")}
+    kept = {p: t for p, t in kept.items() if str(p.relative_to(work)) not in redo}
+    assert kept, "some shards finished before the kill"
+    assert len(redo) + len(kept) == 6
+
+    snakemake(work, "--cores", "2", "--rerun-incomplete")
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished shards were redone"
+    assert record_hashes(work) == record_hashes(built)
