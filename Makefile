@@ -27,6 +27,7 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_resize.py
+	$(BIN)/python benchmarks/bench_ravel.py
 	$(BIN)/python benchmarks/bench_workflow.py
 	$(BIN)/python benchmarks/bench_dryrun.py
 

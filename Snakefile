@@ -3,8 +3,8 @@
 #   snakemake --cores all            build everything for config.yaml
 #   snakemake -n                     show what is outstanding
 #
-# Data flows one way: sources -> index -> resize (per shard) -> records (per shard)
-# -> verify (per split) -> summary.
+# Data flows one way: sources -> index -> resize (per shard) -> ravel (per shard, for
+# schema tangler) -> records (per shard and schema) -> verify (per schema) -> summary.
 
 
 configfile: "config.yaml"
@@ -13,6 +13,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/index.smk"
 include: "rules/resize.smk"
+include: "rules/ravel.smk"
 include: "rules/records.smk"
 include: "rules/verify.smk"
 

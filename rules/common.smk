@@ -40,7 +40,16 @@ def shard_index(split, shard):
 
 def record_shard(schema, split, shard):
     total = config["splits"][split]["shards"]
+    if schema == "tangler":
+        return (
+            f"{RESULTS}/records/tangler/{split}/tangle_{int(shard) + 1:05d}-of-{total:05d}.tfrecord"
+        )
     return f"{RESULTS}/records/{schema}/{split}-{shard}-of-{total:05d}"
+
+
+def tangler_shard(wildcards):
+    """Tangler numbers its files from 1; our shards from 0."""
+    return f"{int(wildcards.number) - 1:05d}"
 
 
 def record_shards(schema, split):

@@ -1,4 +1,4 @@
-"""Rule records_shard: write one TFRecord shard of one schema."""
+"""Rules records_shard, records_tangler: write one TFRecord shard of one schema."""
 
 from imgprep.records import write_shard
 from imgprep.rulelog import rule_log
@@ -6,7 +6,7 @@ from imgprep.rulelog import rule_log
 with rule_log(snakemake):
     compression = snakemake.params.compression
     written = write_shard(
-        snakemake.wildcards.schema,
+        snakemake.params.schema,
         snakemake.input.index,
         snakemake.input.labels,
         snakemake.input.meta,
@@ -14,5 +14,7 @@ with rule_log(snakemake):
         snakemake.output[0],
         compression=None if compression == "none" else compression.upper(),
         label_base=snakemake.params.label_base,
+        targets=snakemake.input.get("targets"),
+        n_pins=snakemake.params.get("n_pins"),
     )
     print(written)

@@ -22,6 +22,7 @@ PACKAGES = {
     "tensorflow": "tensorflow-cpu",
     "yaml": "pyyaml",
     "jsonschema": "jsonschema",
+    "numba": "numba",
 }
 RULE = re.compile(r"^rule (\w+):(.*?)(?=^rule |\Z)", re.S | re.M)
 

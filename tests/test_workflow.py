@@ -25,7 +25,7 @@ def write_config(workdir: Path, **overrides) -> Path:
     config["source"]["root"] = "sample"
     config["labels"]["synsets"] = "sample/synsets.txt"
     for section, values in overrides.items():
-        config[section].update(values)
+        config.setdefault(section, {}).update(values)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -86,12 +86,35 @@ def _check_semantics(config: dict) -> None:
             raise ConfigError(
                 f"config key 'splits.*.fraction': the fractions add up to {total}, not 1"
             )
+    if "tangler" in config["records"]["schemas"]:
+        _check_tangler_resize(config["resize"])
     for key in ("file", "synsets"):
         value = config["labels"][key]
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"config key 'labels.{key}': file not found: {value}")
     if not Path(config["source"]["root"]).is_dir():
         raise ConfigError(f"config key 'source.root': folder not found: {config['source']['root']}")
+
+
+def _check_tangler_resize(resize: dict) -> None:
+    """Tangler's records hold square gray images of one side, the image its target was
+    computed from; a resize that cannot promise that is a configuration error."""
+    size = resize["size"]
+    if isinstance(size, list) and size[0] != size[1]:
+        raise ConfigError(
+            f"config key 'resize.size': schema tangler needs a square size, not {size}"
+        )
+    if resize["colorspace"] != "gray":
+        raise ConfigError("config key 'resize.colorspace': schema tangler needs 'gray'")
+    if resize["mode"] not in ("center-crop", "stretch", "pad"):
+        raise ConfigError(
+            f"config key 'resize.mode': schema tangler needs one side for every image "
+            f"(center-crop, stretch or pad), not '{resize['mode']}'"
+        )
+    if not resize["upscale"]:
+        raise ConfigError(
+            "config key 'resize.upscale': schema tangler needs true (every image at the full side)"
+        )
 
 
 def split_dir(config: dict, split: str) -> Path:

@@ -26,6 +26,7 @@ from imgprep.tfrecord import (
     encode_example,
     float_feature,
     int64_feature,
+    serialize_tensor_uint8,
 )
 
 __all__ = [
@@ -117,6 +118,8 @@ class Sample:
     synset: str
     text: str
     boxes: tuple[tuple[float, float, float, float], ...] = ()
+    pin_path: np.ndarray | None = None  # ravel pin path (schemas that need targets)
+    n_pins: int | None = None
 
     @property
     def filename(self) -> str:
@@ -138,6 +141,7 @@ class Schema:
     build: Callable[[Sample, int], dict[str, Feature]]  # (sample, label) -> features
     shard_name: Callable[[str, int, int], str] = _split_index_of_total
     zero_based_labels: bool = False  # ignore label_base (consumer wants 0..n-1)
+    needs_targets: bool = False  # build reads Sample.pin_path and Sample.n_pins
     description: str = field(default="", compare=False)
 
     def label(self, index: int, label_base: int) -> int:
@@ -209,6 +213,38 @@ def _dlbs_features(sample: Sample, label: int) -> dict[str, Feature]:
     return _described_image(sample, label, pixels.tobytes(), _TENSOR)
 
 
+TANGLER_VERSION = 6
+
+
+def _tangler_features(sample: Sample, label: int) -> dict[str, Feature]:
+    """Tangler's make_tfrecords.py format version 6: gray square JPEG + ravel target."""
+    from imgprep.ravel import adjacency_indices  # numba: only for this schema
+
+    _jpeg_header(sample)
+    if sample.channels != 1 or sample.width != sample.height:
+        raise ValueError(
+            f"{sample.where()}: tangler needs a square 1-channel JPEG, got "
+            f"{sample.width}x{sample.height}x{sample.channels} (configure gray center-crop)"
+        )
+    if sample.pin_path is None or sample.n_pins is None:
+        raise ValueError(f"{sample.where()}: tangler needs a pin path and n_pins")
+    indices = adjacency_indices(sample.pin_path, sample.n_pins)
+    return {
+        "record/version": int64_feature(TANGLER_VERSION),
+        "record/name": bytes_feature(sample.filename),
+        "image/encoded": bytes_feature(sample.data),
+        "image/res": int64_feature(sample.width),
+        "target/n_pins": int64_feature(sample.n_pins),
+        "target/sparsity": int64_feature(len(indices)),
+        "target/indices": bytes_feature(serialize_tensor_uint8(indices.reshape(-1))),
+        "target/path": int64_feature(sample.pin_path),
+    }
+
+
+def _tangle_of_total(split: str, index: int, total: int) -> str:
+    return f"tangle_{index + 1:05d}-of-{total:05d}.tfrecord"  # split is not in the name
+
+
 SCHEMAS: dict[str, Schema] = {
     schema.name: schema
     for schema in (
@@ -222,6 +258,13 @@ SCHEMAS: dict[str, Schema] = {
             _dlbs_features,
             zero_based_labels=True,
             description="raw HWC uint8 tensor, 0-based labels (DLBS)",
+        ),
+        Schema(
+            "tangler",
+            _tangler_features,
+            shard_name=_tangle_of_total,
+            needs_targets=True,
+            description="gray square JPEG + ravel pin path and adjacency (Tangler v6)",
         ),
     )
 }
@@ -264,10 +307,20 @@ def _read_meta(path, n_index: int) -> pd.DataFrame:
     return meta
 
 
-def iter_samples(index_tsv, labels: LabelMap, meta_tsv, tar_path, boxes=None) -> Iterator[Sample]:
-    """The shard's images in position order, each joined with its label row."""
+def iter_samples(
+    index_tsv, labels: LabelMap, meta_tsv, tar_path, boxes=None, pin_paths=None, n_pins=None
+) -> Iterator[Sample]:
+    """The shard's images in position order, each joined with its label row.
+
+    ``pin_paths`` (optional) holds one row per meta row, in position order; row r
+    becomes the r-th sample's ``pin_path``.
+    """
     index = read_tsv(index_tsv, INDEX_COLUMNS)
     meta = _read_meta(meta_tsv, len(index))
+    if pin_paths is not None and len(pin_paths) != len(meta):
+        raise ValueError(
+            f"targets have {len(pin_paths)} row(s), {meta_tsv} has {len(meta)} image(s)"
+        )
     paths = index["path"].tolist()
     classes = index["class"].tolist()
     unknown = sorted({classes[p] for p in meta["position"]} - labels.index.keys())
@@ -277,7 +330,7 @@ def iter_samples(index_tsv, labels: LabelMap, meta_tsv, tar_path, boxes=None) ->
     has_nbytes = "nbytes" in meta.columns
     files = _tar_files(tar_path)
     try:
-        for row in meta.itertuples(index=False):
+        for number, row in enumerate(meta.itertuples(index=False)):
             position = int(row.position)
             expected_name = f"{position:06d}.jpg"
             name, data = next(files, (None, None))
@@ -300,12 +353,28 @@ def iter_samples(index_tsv, labels: LabelMap, meta_tsv, tar_path, boxes=None) ->
                 synset=synset,
                 text=labels.text[synset],
                 boxes=tuple(tuple(map(float, box)) for box in boxes.get(position, ())),
+                pin_path=None if pin_paths is None else pin_paths[number],
+                n_pins=n_pins,
             )
         extra = next(files, None)
         if extra is not None:
             raise ValueError(f"{tar_path}: member {extra[0]} has no row in {meta_tsv}")
     finally:
         files.close()
+
+
+def _read_targets(schema: str, targets, n_pins) -> np.ndarray:
+    """Load and check the pin paths a ``needs_targets`` schema requires."""
+    if targets is None:
+        raise ValueError(f"schema {schema!r} needs targets (a .npy file of pin paths)")
+    if n_pins is None or isinstance(n_pins, bool) or not 1 <= int(n_pins) <= 256:
+        raise ValueError(f"schema {schema!r} needs n_pins in 1..256, got {n_pins!r}")
+    paths = np.load(targets, allow_pickle=False)
+    if paths.ndim != 2 or paths.dtype.kind not in "iu":
+        raise ValueError(f"{targets}: need a 2-D integer array, got {paths.dtype} {paths.shape}")
+    if paths.size and (paths.min() < 0 or paths.max() >= n_pins):
+        raise ValueError(f"{targets}: pins outside 0..{n_pins - 1}")
+    return paths.astype(np.int64)
 
 
 def write_shard(
@@ -318,16 +387,28 @@ def write_shard(
     compression: str | None = None,
     label_base: int = 0,
     boxes: Mapping[int, Sequence[Sequence[float]]] | None = None,
+    targets=None,
+    n_pins: int | None = None,
 ) -> dict:
     """Write one TFRecord shard; same inputs give a byte-identical file.
 
     ``boxes`` maps position -> [(xmin, ymin, xmax, ymax), ...] (normalized) for
-    schemas that carry bounding boxes. Returns records, sha256 and bytes.
+    schemas that carry bounding boxes. ``targets`` is a ``.npy`` file of integer
+    pin paths, shape [meta rows, lines + 1], row r for the r-th meta row in position
+    order, with pins numbered 0..``n_pins``-1 (schemas with ``needs_targets``; others
+    ignore both). Returns records, sha256 and bytes.
     """
     spec = get_schema(schema)
     labels = read_labels(labels_tsv, label_base)
+    pin_paths = None
+    if spec.needs_targets:
+        pin_paths = _read_targets(schema, targets, n_pins)
+        n_pins = int(n_pins)
+    else:
+        n_pins = None
+    samples = iter_samples(index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins)
     with TFRecordWriter(out_path, compression) as writer:
-        for sample in iter_samples(index_tsv, labels, meta_tsv, tar_path, boxes):
+        for sample in samples:
             label = spec.label(sample.label_index, label_base)
             writer.write(encode_example(spec.build(sample, label)))
     return {"records": writer.count, "sha256": writer.sha256, "bytes": writer.nbytes}

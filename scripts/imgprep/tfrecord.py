@@ -36,6 +36,7 @@ __all__ = [
     "int64_feature",
     "iter_records",
     "masked_crc32c",
+    "serialize_tensor_uint8",
 ]
 
 _INT64_MIN = -(1 << 63)
@@ -150,6 +151,25 @@ def encode_example(features: Mapping[str, Feature]) -> bytes:
         # map entry: key = 1, value = 2; upb writes both even when empty
         entries.append(_field(0x0A, _field(0x0A, key) + _field(0x12, feature.payload)))
     return _field(0x0A, b"".join(entries))  # Example.features = 1
+
+
+_DT_UINT8 = 4  # tensorflow.DataType
+
+
+def serialize_tensor_uint8(values: np.ndarray) -> bytes:
+    """A 1-D uint8 array as ``tf.io.serialize_tensor`` writes it (a TensorProto).
+
+    Fields: dtype = 1 (DT_UINT8), tensor_shape = 2 (one dim, its size = 1 inside
+    dim = 2), tensor_content = 4 (the raw bytes; omitted when empty, as proto3 does).
+    """
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype != np.uint8:
+        raise ValueError(f"need a 1-D uint8 array, got {array.dtype} {array.shape}")
+    size = int(array.shape[0])
+    dim = b"\x08" + _varint(size) if size else b""  # Dim.size = 1 (0 is omitted)
+    shape = _field(0x12, dim)  # TensorShapeProto.dim = 2
+    content = _field(0x22, array.tobytes()) if size else b""
+    return b"\x08" + _varint(_DT_UINT8) + _field(0x12, shape) + content
 
 
 # -- TFRecord framing ---------------------------------------------------------------

@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from imgprep.atomic import atomic_write
-from imgprep.records import COLORSPACE_CHANNELS, INDEX_COLUMNS, get_schema, read_labels
+from imgprep.records import (
+    COLORSPACE_CHANNELS,
+    INDEX_COLUMNS,
+    TANGLER_VERSION,
+    get_schema,
+    read_labels,
+)
 from imgprep.tables import read_tsv
 
 __all__ = ["VerificationError", "verify_shards"]
@@ -122,7 +128,48 @@ def _dlbs_parser(tf) -> Callable:
     return parse
 
 
-_PARSERS = {"imagenet": (_imagenet_parser, b"JPEG"), "dlbs": (_dlbs_parser, b"tensor")}
+def _tangler_parser(tf) -> Callable:
+    int64 = tf.io.FixedLenFeature([], tf.int64)
+    string = tf.io.FixedLenFeature([], tf.string)
+    features = {
+        "record/version": int64,
+        "record/name": string,
+        "image/encoded": string,
+        "image/res": int64,
+        "target/n_pins": int64,
+        "target/sparsity": int64,
+        "target/indices": string,
+        "target/path": tf.io.VarLenFeature(tf.int64),
+    }
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, features)
+        image = tf.io.decode_jpeg(example["image/encoded"], channels=0)
+        indices = tf.reshape(tf.io.parse_tensor(example["target/indices"], tf.uint8), [-1])
+        path = example["target/path"].values
+        return {
+            "filename": example["record/name"],
+            "version": example["record/version"],
+            "res": example["image/res"],
+            "decoded": tf.shape(image, out_type=tf.int64),
+            "n_pins": example["target/n_pins"],
+            "sparsity": example["target/sparsity"],
+            # padded in the batch: the lengths say where each row's values end
+            "indices": indices,
+            "n_indices": tf.size(indices, out_type=tf.int64),
+            "path": path,
+            "path_length": tf.size(path, out_type=tf.int64),
+        }
+
+    return parse
+
+
+# schema -> (parser factory, image/format value or None, key holding the file name)
+_PARSERS = {
+    "imagenet": (_imagenet_parser, b"JPEG", "image/filename"),
+    "dlbs": (_dlbs_parser, b"tensor", "image/filename"),
+    "tangler": (_tangler_parser, None, "record/name"),
+}
 
 
 # -- checks -----------------------------------------------------------------------
@@ -170,9 +217,9 @@ def _file_digest(path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _locate_failure(tf, path, compression, parse, start: int) -> str:
+def _locate_failure(tf, path, compression, parse, start: int, name_key: str) -> str:
     """Re-read a failed shard record by record to say which record broke, and why."""
-    name_only = {"image/filename": tf.io.FixedLenFeature([], tf.string, default_value=b"?")}
+    name_only = {name_key: tf.io.FixedLenFeature([], tf.string, default_value=b"?")}
     number = 0
     records = iter(tf.data.TFRecordDataset(str(path), compression_type=compression))
     while True:
@@ -187,7 +234,7 @@ def _locate_failure(tf, path, compression, parse, start: int) -> str:
                 parse(record)
             except (tf.errors.OpError, ValueError, UnicodeDecodeError) as exc:
                 try:
-                    name = tf.io.parse_single_example(record, name_only)["image/filename"]
+                    name = tf.io.parse_single_example(record, name_only)[name_key]
                     name = name.numpy().decode("utf-8", "surrogateescape")
                 except (tf.errors.OpError, UnicodeDecodeError):
                     name = "not an Example"
@@ -259,30 +306,73 @@ def _check_batch(batch: dict, first: int, expected, format_: bytes, problems, se
                 problems.add("wrong text", f"{where}: {text!r}, want {want_text!r}")
 
 
+def _check_tangler_batch(batch: dict, first: int, expected, problems, seen) -> None:
+    """Tangler records: image shape, target consistency; no labels to check."""
+    from imgprep.ravel import adjacency_indices  # numba: only for this schema
+
+    names = [n.decode("utf-8", "surrogateescape") for n in batch["filename"]]
+    for i, name in enumerate(names):
+        where = f"record {first + i} ({name})"
+        seen["names"][name] += 1
+        wanted = expected.get(name)
+        if wanted:
+            seen["labels"].add(wanted[0][0])
+        version, res = int(batch["version"][i]), int(batch["res"][i])
+        if version != TANGLER_VERSION:
+            problems.add("wrong record/version", f"{where}: {version}, want {TANGLER_VERSION}")
+        decoded = batch["decoded"][i].tolist()
+        if decoded != [res, res, 1]:
+            got = "x".join(map(str, decoded))
+            problems.add("decoded image is not res x res x 1", f"{where}: {got}, res {res}")
+        n_pins, sparsity = int(batch["n_pins"][i]), int(batch["sparsity"][i])
+        indices = batch["indices"][i][: batch["n_indices"][i]]
+        pins = batch["path"][i][: batch["path_length"][i]]
+        if len(indices) != 2 * sparsity:
+            problems.add(
+                "target/indices length != 2 * sparsity", f"{where}: {len(indices)}, {sparsity}"
+            )
+        for key, value in (("n_pins", n_pins), ("path_length", len(pins))):
+            if seen[key] is None:
+                seen[key] = value
+            elif seen[key] != value:
+                problems.add(f"{key} differs between records", f"{where}: {value}, {seen[key]}")
+        if not 1 <= n_pins <= 256:
+            problems.add("target/n_pins outside 1..256", f"{where}: {n_pins}")
+        elif pins.size and (pins.min() < 0 or pins.max() >= n_pins):
+            problems.add("target/path pin outside 0..n_pins-1", f"{where}: n_pins {n_pins}")
+        elif not np.array_equal(indices, adjacency_indices(pins, n_pins).reshape(-1)):
+            problems.add("target/indices do not match target/path", where)
+
+
 def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compression, threads):
     path = Path(shard["record"])
     problems = _Problems()
     expected, n_index, n_rejects = _expected(
         shard, labels, lambda index: spec.label(index, label_base), problems
     )
+    tangler = spec.name == "tangler"
+    name_key = _PARSERS[spec.name][2]
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
-    dataset = (
-        tf.data.TFRecordDataset(str(path), compression_type=compression)
-        .map(parse, num_parallel_calls=threads, deterministic=True)
-        .batch(_BATCH)
-        .prefetch(1)
-        .with_options(options)
+    dataset = tf.data.TFRecordDataset(str(path), compression_type=compression).map(
+        parse, num_parallel_calls=threads, deterministic=True
     )
-    seen = {"names": Counter(), "labels": set()}
+    # tangler targets vary in length per record: pad them, the lengths travel along
+    dataset = dataset.padded_batch(_BATCH) if tangler else dataset.batch(_BATCH)
+    dataset = dataset.prefetch(1).with_options(options)
+    seen = {"names": Counter(), "labels": set(), "n_pins": None, "path_length": None}
     count = 0
     try:
         for batch in dataset.as_numpy_iterator():
-            _check_batch(batch, count, expected, format_, problems, seen)
+            if tangler:
+                _check_tangler_batch(batch, count, expected, problems, seen)
+            else:
+                _check_batch(batch, count, expected, format_, problems, seen)
             count += len(batch["filename"])
     except (tf.errors.OpError, UnicodeDecodeError):  # TF errors quoting raw bytes fail to decode
         problems.add(
-            "unreadable record", _locate_failure(tf, path, compression, parse, start=count)
+            "unreadable record",
+            _locate_failure(tf, path, compression, parse, start=count, name_key=name_key),
         )
     else:
         if count + n_rejects != n_index:
@@ -297,7 +387,7 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
     if problems:
         raise VerificationError(problems.message(path.name))
     size, sha256 = _file_digest(path)
-    return {
+    result = {
         "record": path.name,
         "records": count,
         "rejects": n_rejects,
@@ -306,6 +396,22 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
         "sha256": sha256,
         "classes": len(seen["labels"]),
     }
+    if tangler:  # None for an empty shard; compared across shards by verify_shards
+        result["n_pins"] = seen["n_pins"]
+        result["path_length"] = seen["path_length"]
+    return result
+
+
+def _check_across_shards(results: list[dict]) -> None:
+    """Tangler: every shard's records must share n_pins and the pin path length."""
+    for key in ("n_pins", "path_length"):
+        values = {}
+        for result in results:
+            if result.get(key) is not None:
+                values.setdefault(result[key], result["record"])
+        if len(values) > 1:
+            shown = ", ".join(f"{value} in {record}" for value, record in values.items())
+            raise VerificationError(f"{key} differs between shards: {shown}")
 
 
 def _cache_key(shard: dict, labels_digest: str, settings: dict) -> dict:
@@ -354,7 +460,7 @@ def verify_shards(
                 continue
         if tf is None:
             tf = _tensorflow(threads)
-            make_parser, format_ = _PARSERS[schema]
+            make_parser, format_, _ = _PARSERS[schema]
             parse = make_parser(tf)
         result = _verify_shard(
             tf, spec, parse, format_, shard, labels, label_base, compression, threads
@@ -363,4 +469,6 @@ def verify_shards(
         if entry is not None:
             with atomic_write(entry, "w") as handle:
                 json.dump({"key": key, "result": result}, handle, sort_keys=True)
+    if spec.needs_targets:
+        _check_across_shards(results)
     return results

@@ -1,0 +1,17 @@
+rule ravel_shard:
+    input:
+        tar=f"{RESULTS}/resized/{{split}}/{{shard}}.tar",
+        meta=f"{RESULTS}/resized/{{split}}/{{shard}}.meta.tsv",
+    output:
+        f"{RESULTS}/ravel/{{split}}/{{shard}}.npy",
+    log:
+        f"{RESULTS}/logs/ravel/{{split}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ravel/{{split}}/{{shard}}.tsv"
+    conda:
+        "../envs/ravel.yaml"
+    threads: config["threads"]["ravel"]
+    params:
+        ravel=config["ravel"],
+    script:
+        "../scripts/ravel_shard.py"

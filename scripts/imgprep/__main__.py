@@ -1,0 +1,72 @@
+"""Command line: ``python -m imgprep ravel [--pins K] [--lines N] ... FILE|-``."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+
+import numpy as np
+
+
+def _square_gray(data: bytes, res: int | None) -> np.ndarray:
+    """An image file as Tangler prepared it: centre square, ``res`` side, Rec.709 luma."""
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if res and res != side:
+        image = image.resize((res, res), Image.Resampling.BICUBIC)
+    return np.asarray(image.convert("L", matrix=(0.2126, 0.7152, 0.0722, 0)))
+
+
+def _raw_square(data: bytes) -> np.ndarray:
+    """Raw 8-bit gray bytes of a square image, as Tangler's raveler read them."""
+    side = math.isqrt(len(data))
+    if side == 0 or side * side != len(data):
+        raise SystemExit(f"stdin holds {len(data)} bytes: not a square 8-bit gray image")
+    return np.frombuffer(data, np.uint8).reshape(side, side)
+
+
+def ravel_command(args) -> int:
+    from imgprep.ravel import ravel, render_png, render_svg
+
+    if args.file == "-":
+        image = _raw_square(sys.stdin.buffer.read())
+    else:
+        with open(args.file, "rb") as handle:
+            image = _square_gray(handle.read(), args.res)
+    path = ravel(image, pins=args.pins, lines=args.lines, weight=args.weight, frame=args.frame)
+    sys.stdout.write("".join(f"{pin}\n" for pin in path))
+    if args.svg:
+        with open(args.svg, "w") as handle:
+            handle.write(render_svg(path, args.pins))
+    if args.png:
+        png = render_png(path, args.pins, image.shape[0], args.weight, args.frame)
+        with open(args.png, "wb") as handle:
+            handle.write(png)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imgprep", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    rav = commands.add_parser("ravel", help="print an image's string-art pin path, one per line")
+    rav.add_argument("file", help="an image file, or - for raw square 8-bit gray bytes on stdin")
+    rav.add_argument("--pins", type=int, default=256, help="pins on the circle (k)")
+    rav.add_argument("--lines", type=int, default=6000, help="thread segments (N)")
+    rav.add_argument("--weight", type=float, default=100e-6, help="thread width, metres")
+    rav.add_argument("--frame", type=float, default=0.622, help="frame diameter, metres")
+    rav.add_argument("--res", type=int, default=256, help="side an image file is resized to")
+    rav.add_argument("--svg", help="also write the string art as SVG here")
+    rav.add_argument("--png", help="also write the string art as PNG here")
+    args = parser.parse_args(argv)
+    return ravel_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
