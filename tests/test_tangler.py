@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_records import CLASSES, make_inputs, read_shard
+from test_verify import rewrite
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from imgprep.ravel import adjacency_indices, ravel  # noqa: E402
 from imgprep.records import SCHEMAS, shard_filename  # noqa: E402
-from imgprep.tfrecord import TFRecordWriter, iter_records, serialize_tensor_uint8  # noqa: E402
+from imgprep.tfrecord import serialize_tensor_uint8  # noqa: E402
 from imgprep.verify import VerificationError, verify_shards  # noqa: E402
 
 PINS = 16
@@ -62,16 +63,6 @@ def build(tmp_path, total=1):
 
 def verify(shard, inputs, cache_dir=None):
     return verify_shards("tangler", [shard], inputs.labels, 0, threads=2, cache_dir=cache_dir)
-
-
-def rewrite(path, change):
-    """Re-write a shard passing each tf.train.Example through ``change`` (False drops it)."""
-    records = list(iter_records(path))
-    with TFRecordWriter(path) as writer:
-        for number, record in enumerate(records):
-            example = tf.train.Example.FromString(record)
-            if change(number, example.features.feature) is not False:
-                writer.write(example.SerializeToString(deterministic=True))
 
 
 @pytest.mark.parametrize("length", [0, 1, 2, 10, 1000])
