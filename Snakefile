@@ -3,8 +3,9 @@
 #   snakemake --cores all            build everything for config.yaml
 #   snakemake -n                     show what is outstanding
 #
-# Data flows one way: sources -> index -> resize (per shard) -> ravel (per shard, for
-# schema tangler) -> records (per shard and schema) -> verify (per schema) -> summary.
+# Data flows one way: sources -> index -> resize (per shard) -> ravel / embed (per
+# shard, for the schemas that need them) -> records (per shard and schema) -> verify
+# (per schema) -> summary.
 
 
 configfile: "config.yaml"
@@ -14,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/index.smk"
 include: "rules/resize.smk"
 include: "rules/ravel.smk"
+include: "rules/embed.smk"
 include: "rules/records.smk"
 include: "rules/verify.smk"
 

@@ -40,11 +40,52 @@ def shard_index(split, shard):
 
 def record_shard(schema, split, shard):
     total = config["splits"][split]["shards"]
+    if schema == "koalarization":
+        return f"{RESULTS}/records/koalarization/{koalarization_name(split, shard)}.tfrecord"
     if schema == "tangler":
         return (
             f"{RESULTS}/records/tangler/{split}/tangle_{int(shard) + 1:05d}-of-{total:05d}.tfrecord"
         )
     return f"{RESULTS}/records/{schema}/{split}-{shard}-of-{total:05d}"
+
+
+def koalarization_name(split, shard):
+    """Koalarization's readers glob lab_images_*.tfrecord and val_lab_images_*.tfrecord."""
+    prefix = {"train": "", "validation": "val_", "val": "val_"}.get(split, f"{split}_")
+    return f"{prefix}lab_images_{int(shard)}"
+
+
+KOALARIZATION = {
+    koalarization_name(split, shard): (split, shard)
+    for split in SPLITS
+    for shard in shard_ids(split)
+}
+
+
+def koalarization_shard(wildcards):
+    """(split, shard) of a Koalarization file name."""
+    return KOALARIZATION[wildcards.name]
+
+
+def embed_params():
+    """What the embeddings depend on (lab_size and in_records do not change them)."""
+    keys = ("model", "weights", "output", "input_size", "batch_size", "seed")
+    return {key: config["embed"][key] for key in keys}
+
+
+def embed_inputs(wildcards):
+    inputs = {"tar": f"{RESULTS}/resized/{wildcards.split}/{wildcards.shard}.tar"}
+    weights = config["embed"]["weights"]
+    if weights not in (None, "imagenet"):
+        inputs["weights"] = weights  # a changed weights file re-runs the embeddings
+    return inputs
+
+
+def shard_embeddings(wildcards):
+    """Embeddings for imagenet/dlbs records when embed.in_records asks for them."""
+    if not config["embed"]["in_records"]:
+        return []
+    return f"{RESULTS}/embed/{wildcards.split}/{wildcards.shard}.npy"
 
 
 def tangler_shard(wildcards):

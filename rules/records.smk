@@ -4,6 +4,7 @@ rule records_shard:
         labels=f"{RESULTS}/index/labels.tsv",
         tar=f"{RESULTS}/resized/{{split}}/{{shard}}.tar",
         meta=f"{RESULTS}/resized/{{split}}/{{shard}}.meta.tsv",
+        embeddings=shard_embeddings,
     output:
         f"{RESULTS}/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}",
     log:
@@ -42,3 +43,24 @@ use rule records_shard as records_tangler with:
         compression=config["records"]["compression"],
         label_base=config["labels"]["base"],
         n_pins=config["ravel"]["pins"],
+
+
+# Deep Koalarization's files: one folder, validation shards prefixed val_.
+use rule records_shard as records_koalarization with:
+    input:
+        index=lambda w: shard_index(*koalarization_shard(w)),
+        labels=f"{RESULTS}/index/labels.tsv",
+        tar=lambda w: "{}/resized/{}/{}.tar".format(RESULTS, *koalarization_shard(w)),
+        meta=lambda w: "{}/resized/{}/{}.meta.tsv".format(RESULTS, *koalarization_shard(w)),
+        embeddings=lambda w: "{}/embed/{}/{}.npy".format(RESULTS, *koalarization_shard(w)),
+    output:
+        f"{RESULTS}/records/koalarization/{{name}}.tfrecord",
+    log:
+        f"{RESULTS}/logs/records/koalarization/{{name}}.log",
+    wildcard_constraints:
+        name=r"(\w+_)?lab_images_\d+",
+    params:
+        schema="koalarization",
+        compression=config["records"]["compression"],
+        label_base=config["labels"]["base"],
+        lab_size=config["embed"]["lab_size"],

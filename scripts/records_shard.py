@@ -1,10 +1,17 @@
-"""Rules records_shard, records_tangler: write one TFRecord shard of one schema."""
+"""Rules records_shard, records_tangler, records_koalarization: one TFRecord shard."""
 
 from imgprep.records import write_shard
 from imgprep.rulelog import rule_log
 
 with rule_log(snakemake):
     compression = snakemake.params.compression
+    extra = {
+        "targets": snakemake.input.get("targets"),
+        "n_pins": snakemake.params.get("n_pins"),
+        "embeddings": snakemake.input.get("embeddings") or None,
+    }
+    if snakemake.params.get("lab_size"):
+        extra["lab_size"] = snakemake.params.lab_size
     written = write_shard(
         snakemake.params.schema,
         snakemake.input.index,
@@ -14,7 +21,6 @@ with rule_log(snakemake):
         snakemake.output[0],
         compression=None if compression == "none" else compression.upper(),
         label_base=snakemake.params.label_base,
-        targets=snakemake.input.get("targets"),
-        n_pins=snakemake.params.get("n_pins"),
+        **extra,
     )
     print(written)

@@ -23,6 +23,7 @@ with rule_log(snakemake):
         compression=None if compression == "none" else compression.upper(),
         threads=snakemake.threads,
         cache_dir=snakemake.params.cache,
+        **({"lab_size": snakemake.params.lab_size} if snakemake.params.lab_size else {}),
     )
     report = {"schema": snakemake.wildcards.schema, "splits": {}}
     for shard, result in zip(shards, results, strict=True):

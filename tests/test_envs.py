@@ -23,6 +23,7 @@ PACKAGES = {
     "yaml": "pyyaml",
     "jsonschema": "jsonschema",
     "numba": "numba",
+    "keras": "keras",
 }
 RULE = re.compile(r"^rule (\w+):(.*?)(?=^rule |\Z)", re.S | re.M)
 

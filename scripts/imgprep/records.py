@@ -120,6 +120,8 @@ class Sample:
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     pin_path: np.ndarray | None = None  # ravel pin path (schemas that need targets)
     n_pins: int | None = None
+    embedding: np.ndarray | None = None  # float32 [D] CNN embedding (stage embed)
+    lab_size: int | None = None  # side of the Lab targets (koalarization)
 
     @property
     def filename(self) -> str:
@@ -142,6 +144,9 @@ class Schema:
     shard_name: Callable[[str, int, int], str] = _split_index_of_total
     zero_based_labels: bool = False  # ignore label_base (consumer wants 0..n-1)
     needs_targets: bool = False  # build reads Sample.pin_path and Sample.n_pins
+    needs_embeddings: bool = False  # build reads Sample.embedding
+    takes_embeddings: bool = False  # build stores Sample.embedding when there is one
+    needs_lab_size: bool = False  # build reads Sample.lab_size
     description: str = field(default="", compare=False)
 
     def label(self, index: int, label_base: int) -> int:
@@ -193,11 +198,18 @@ def _described_image(sample: Sample, label: int, encoded: bytes, format_: Featur
     }
 
 
+def _with_embedding(sample: Sample, features: dict[str, Feature]) -> dict[str, Feature]:
+    """Add ``image/embedding`` when the sample has one; otherwise the features unchanged."""
+    if sample.embedding is not None:
+        features["image/embedding"] = float_feature(sample.embedding)
+    return features
+
+
 def _imagenet_features(sample: Sample, label: int) -> dict[str, Feature]:
     """The tensorflow/models (build_imagenet_data, imagenet_to_gcs) layout."""
     _jpeg_header(sample)
     boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
-    return {
+    features = {
         **_described_image(sample, label, sample.data, _JPEG),
         "image/object/bbox/xmin": float_feature(boxes[:, 0]),
         "image/object/bbox/ymin": float_feature(boxes[:, 1]),
@@ -205,12 +217,13 @@ def _imagenet_features(sample: Sample, label: int) -> dict[str, Feature]:
         "image/object/bbox/ymax": float_feature(boxes[:, 3]),
         "image/object/bbox/label": int64_feature([label] * len(boxes)),
     }
+    return _with_embedding(sample, features)
 
 
 def _dlbs_features(sample: Sample, label: int) -> dict[str, Feature]:
     """DLBS fast ingestion: pre-decoded HWC uint8 pixels, so training skips JPEG decode."""
     pixels = np.asarray(_jpeg_header(sample))  # decodes; shape checked by the header
-    return _described_image(sample, label, pixels.tobytes(), _TENSOR)
+    return _with_embedding(sample, _described_image(sample, label, pixels.tobytes(), _TENSOR))
 
 
 TANGLER_VERSION = 6
@@ -245,18 +258,53 @@ def _tangle_of_total(split: str, index: int, total: int) -> str:
     return f"tangle_{index + 1:05d}-of-{total:05d}.tfrecord"  # split is not in the name
 
 
+def _koalarization_features(sample: Sample, label: int) -> dict[str, Feature]:
+    """Deep Koalarization's lab_batch records: L and ab targets + the CNN embedding.
+
+    Keys and scaling follow its reader: image_l is 2L/100 - 1 and image_ab is ab/127,
+    both flattened row-major (HW, HWC); no label is stored.
+    """
+    from imgprep.lab import lab_targets  # colour conversion: only for this schema
+
+    _jpeg_header(sample)
+    if sample.embedding is None or sample.lab_size is None:
+        raise ValueError(f"{sample.where()}: koalarization needs an embedding and lab_size")
+    size = sample.lab_size
+    lightness, ab = lab_targets(sample.data, size)
+    lightness, ab = np.asarray(lightness), np.asarray(ab)
+    if lightness.shape != (size, size) or ab.shape != (size, size, 2):
+        raise ValueError(
+            f"{sample.where()}: Lab targets have shapes {lightness.shape} and {ab.shape}, "
+            f"want ({size}, {size}) and ({size}, {size}, 2)"
+        )
+    return {
+        "image_name": bytes_feature(sample.filename),
+        "image_l": float_feature(lightness),
+        "image_ab": float_feature(ab),
+        "image_embedding": float_feature(sample.embedding),
+    }
+
+
+def _lab_images(split: str, index: int, total: int) -> str:
+    # Koalarization globs lab_images_*.tfrecord and val_lab_images_*.tfrecord
+    prefix = "val_" if split in ("validation", "val") else ""
+    return f"{prefix}lab_images_{index}.tfrecord"
+
+
 SCHEMAS: dict[str, Schema] = {
     schema.name: schema
     for schema in (
         Schema(
             "imagenet",
             _imagenet_features,
+            takes_embeddings=True,
             description="JPEG bytes + tensorflow/models ImageNet keys",
         ),
         Schema(
             "dlbs",
             _dlbs_features,
             zero_based_labels=True,
+            takes_embeddings=True,
             description="raw HWC uint8 tensor, 0-based labels (DLBS)",
         ),
         Schema(
@@ -265,6 +313,15 @@ SCHEMAS: dict[str, Schema] = {
             shard_name=_tangle_of_total,
             needs_targets=True,
             description="gray square JPEG + ravel pin path and adjacency (Tangler v6)",
+        ),
+        Schema(
+            "koalarization",
+            _koalarization_features,
+            shard_name=_lab_images,
+            needs_embeddings=True,
+            takes_embeddings=True,
+            needs_lab_size=True,
+            description="Lab targets (image_l, image_ab) + CNN embedding (Deep Koalarization)",
         ),
     )
 }
@@ -308,19 +365,26 @@ def _read_meta(path, n_index: int) -> pd.DataFrame:
 
 
 def iter_samples(
-    index_tsv, labels: LabelMap, meta_tsv, tar_path, boxes=None, pin_paths=None, n_pins=None
+    index_tsv,
+    labels: LabelMap,
+    meta_tsv,
+    tar_path,
+    boxes=None,
+    pin_paths=None,
+    n_pins=None,
+    embeddings=None,
+    lab_size=None,
 ) -> Iterator[Sample]:
     """The shard's images in position order, each joined with its label row.
 
-    ``pin_paths`` (optional) holds one row per meta row, in position order; row r
-    becomes the r-th sample's ``pin_path``.
+    ``pin_paths`` and ``embeddings`` (optional) hold one row per meta row, in position
+    order; row r becomes the r-th sample's ``pin_path`` / ``embedding``.
     """
     index = read_tsv(index_tsv, INDEX_COLUMNS)
     meta = _read_meta(meta_tsv, len(index))
-    if pin_paths is not None and len(pin_paths) != len(meta):
-        raise ValueError(
-            f"targets have {len(pin_paths)} row(s), {meta_tsv} has {len(meta)} image(s)"
-        )
+    for what, rows in (("targets", pin_paths), ("embeddings", embeddings)):
+        if rows is not None and len(rows) != len(meta):
+            raise ValueError(f"{what} have {len(rows)} row(s), {meta_tsv} has {len(meta)} image(s)")
     paths = index["path"].tolist()
     classes = index["class"].tolist()
     unknown = sorted({classes[p] for p in meta["position"]} - labels.index.keys())
@@ -355,6 +419,8 @@ def iter_samples(
                 boxes=tuple(tuple(map(float, box)) for box in boxes.get(position, ())),
                 pin_path=None if pin_paths is None else pin_paths[number],
                 n_pins=n_pins,
+                embedding=None if embeddings is None else embeddings[number],
+                lab_size=lab_size,
             )
         extra = next(files, None)
         if extra is not None:
@@ -377,6 +443,20 @@ def _read_targets(schema: str, targets, n_pins) -> np.ndarray:
     return paths.astype(np.int64)
 
 
+def _read_embeddings(schema: str, embeddings) -> np.ndarray:
+    """Load and check a ``.npy`` of float embeddings, shape [meta rows, D]."""
+    if embeddings is None:
+        raise ValueError(f"schema {schema!r} needs embeddings (a .npy file, one row per image)")
+    array = np.load(embeddings, allow_pickle=False)
+    if array.ndim != 2 or array.dtype.kind != "f" or array.shape[1] == 0:
+        raise ValueError(
+            f"{embeddings}: need a 2-D float array [images, D>0], got {array.dtype} {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{embeddings}: embeddings are not all finite")
+    return array.astype(np.float32)
+
+
 def write_shard(
     schema: str,
     index_tsv,
@@ -389,6 +469,8 @@ def write_shard(
     boxes: Mapping[int, Sequence[Sequence[float]]] | None = None,
     targets=None,
     n_pins: int | None = None,
+    embeddings=None,
+    lab_size: int = 224,
 ) -> dict:
     """Write one TFRecord shard; same inputs give a byte-identical file.
 
@@ -396,17 +478,36 @@ def write_shard(
     schemas that carry bounding boxes. ``targets`` is a ``.npy`` file of integer
     pin paths, shape [meta rows, lines + 1], row r for the r-th meta row in position
     order, with pins numbered 0..``n_pins``-1 (schemas with ``needs_targets``; others
-    ignore both). Returns records, sha256 and bytes.
+    ignore both). ``embeddings`` is a float ``.npy`` file, shape [meta rows, D], row r
+    for the r-th meta row in position order: required by schemas with
+    ``needs_embeddings``, stored as ``image/embedding`` by imagenet and dlbs when given
+    (their records are otherwise unchanged), an error for other schemas. ``lab_size``
+    is the side of koalarization's Lab targets. Returns records, sha256 and bytes.
     """
     spec = get_schema(schema)
     labels = read_labels(labels_tsv, label_base)
+    vectors = None
+    if spec.needs_embeddings or (embeddings is not None and spec.takes_embeddings):
+        vectors = _read_embeddings(schema, embeddings)
+    elif embeddings is not None:
+        raise ValueError(f"schema {schema!r} does not store embeddings")
     pin_paths = None
     if spec.needs_targets:
         pin_paths = _read_targets(schema, targets, n_pins)
         n_pins = int(n_pins)
     else:
         n_pins = None
-    samples = iter_samples(index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins)
+    if spec.needs_lab_size:
+        if isinstance(lab_size, bool) or not isinstance(lab_size, int | np.integer):
+            raise ValueError(f"lab_size must be an integer, got {lab_size!r}")
+        if lab_size < 1:
+            raise ValueError(f"lab_size must be at least 1, got {lab_size}")
+        lab_size = int(lab_size)
+    else:
+        lab_size = None
+    samples = iter_samples(
+        index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors, lab_size
+    )
     with TFRecordWriter(out_path, compression) as writer:
         for sample in samples:
             label = spec.label(sample.label_index, label_base)

@@ -164,12 +164,47 @@ def _tangler_parser(tf) -> Callable:
     return parse
 
 
+def _koalarization_parser(tf, lab_size: int) -> Callable:
+    """Koalarization's own reader layout: fixed-size L and ab, any-length embedding."""
+    pixels = lab_size * lab_size
+    features = {
+        "image_name": tf.io.FixedLenFeature([], tf.string),
+        "image_l": tf.io.FixedLenFeature([pixels], tf.float32),
+        "image_ab": tf.io.FixedLenFeature([pixels * 2], tf.float32),
+        "image_embedding": tf.io.VarLenFeature(tf.float32),
+    }
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, features)
+        lightness, ab = example["image_l"], example["image_ab"]
+        embedding = example["image_embedding"].values
+        finite = tf.stack(
+            [
+                tf.reduce_all(tf.math.is_finite(lightness)),
+                tf.reduce_all(tf.math.is_finite(ab)),
+                tf.reduce_all(tf.math.is_finite(embedding)),
+            ]
+        )
+        return {
+            "filename": example["image_name"],
+            "l_range": tf.stack([tf.reduce_min(lightness), tf.reduce_max(lightness)]),
+            "finite": finite,
+            "embedding_size": tf.size(embedding, out_type=tf.int64),
+        }
+
+    return parse
+
+
 # schema -> (parser factory, image/format value or None, key holding the file name)
 _PARSERS = {
     "imagenet": (_imagenet_parser, b"JPEG", "image/filename"),
     "dlbs": (_dlbs_parser, b"tensor", "image/filename"),
     "tangler": (_tangler_parser, None, "record/name"),
+    "koalarization": (_koalarization_parser, None, "image_name"),
 }
+# per schema, the facts every record (and every shard) must agree on
+_ACROSS_SHARDS = {"tangler": ("n_pins", "path_length"), "koalarization": ("embedding_size",)}
+_L_TOLERANCE = 1e-3
 
 
 # -- checks -----------------------------------------------------------------------
@@ -332,16 +367,42 @@ def _check_tangler_batch(batch: dict, first: int, expected, problems, seen) -> N
                 "target/indices length != 2 * sparsity", f"{where}: {len(indices)}, {sparsity}"
             )
         for key, value in (("n_pins", n_pins), ("path_length", len(pins))):
-            if seen[key] is None:
-                seen[key] = value
-            elif seen[key] != value:
-                problems.add(f"{key} differs between records", f"{where}: {value}, {seen[key]}")
+            _same_everywhere(seen, key, value, where, problems)
         if not 1 <= n_pins <= 256:
             problems.add("target/n_pins outside 1..256", f"{where}: {n_pins}")
         elif pins.size and (pins.min() < 0 or pins.max() >= n_pins):
             problems.add("target/path pin outside 0..n_pins-1", f"{where}: n_pins {n_pins}")
         elif not np.array_equal(indices, adjacency_indices(pins, n_pins).reshape(-1)):
             problems.add("target/indices do not match target/path", where)
+
+
+def _same_everywhere(seen: dict, key: str, value, where: str, problems) -> None:
+    if seen[key] is None:
+        seen[key] = value
+    elif seen[key] != value:
+        problems.add(f"{key} differs between records", f"{where}: {value}, {seen[key]}")
+
+
+def _check_koalarization_batch(batch: dict, first: int, expected, problems, seen) -> None:
+    """Koalarization records: L range, finite values, one embedding size; no labels."""
+    names = [n.decode("utf-8", "surrogateescape") for n in batch["filename"]]
+    for i, name in enumerate(names):
+        where = f"record {first + i} ({name})"
+        seen["names"][name] += 1
+        wanted = expected.get(name)
+        if wanted:
+            seen["labels"].add(wanted[0][0])
+        finite = batch["finite"][i]
+        for flag, key in zip(finite, ("image_l", "image_ab", "image_embedding"), strict=True):
+            if not flag:
+                problems.add(f"{key} not finite", where)
+        low, high = (float(v) for v in batch["l_range"][i])
+        if finite[0] and (low < -1 - _L_TOLERANCE or high > 1 + _L_TOLERANCE):
+            problems.add("image_l outside [-1, 1]", f"{where}: {low:.4g}..{high:.4g}")
+        size = int(batch["embedding_size"][i])
+        if size == 0:
+            problems.add("empty image_embedding", where)
+        _same_everywhere(seen, "embedding_size", size, where, problems)
 
 
 def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compression, threads):
@@ -351,6 +412,7 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
         shard, labels, lambda index: spec.label(index, label_base), problems
     )
     tangler = spec.name == "tangler"
+    koalarization = spec.name == "koalarization"
     name_key = _PARSERS[spec.name][2]
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
@@ -360,12 +422,15 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
     # tangler targets vary in length per record: pad them, the lengths travel along
     dataset = dataset.padded_batch(_BATCH) if tangler else dataset.batch(_BATCH)
     dataset = dataset.prefetch(1).with_options(options)
-    seen = {"names": Counter(), "labels": set(), "n_pins": None, "path_length": None}
+    seen = {"names": Counter(), "labels": set()}
+    seen.update(dict.fromkeys(_ACROSS_SHARDS.get(spec.name, ()), None))
     count = 0
     try:
         for batch in dataset.as_numpy_iterator():
             if tangler:
                 _check_tangler_batch(batch, count, expected, problems, seen)
+            elif koalarization:
+                _check_koalarization_batch(batch, count, expected, problems, seen)
             else:
                 _check_batch(batch, count, expected, format_, problems, seen)
             count += len(batch["filename"])
@@ -396,15 +461,15 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
         "sha256": sha256,
         "classes": len(seen["labels"]),
     }
-    if tangler:  # None for an empty shard; compared across shards by verify_shards
-        result["n_pins"] = seen["n_pins"]
-        result["path_length"] = seen["path_length"]
+    # None for an empty shard; compared across shards by verify_shards
+    for key in _ACROSS_SHARDS.get(spec.name, ()):
+        result[key] = seen[key]
     return result
 
 
-def _check_across_shards(results: list[dict]) -> None:
-    """Tangler: every shard's records must share n_pins and the pin path length."""
-    for key in ("n_pins", "path_length"):
+def _check_across_shards(results: list[dict], keys) -> None:
+    """Every shard's records must agree on ``keys`` (tangler: n_pins, path length)."""
+    for key in keys:
         values = {}
         for result in results:
             if result.get(key) is not None:
@@ -431,6 +496,7 @@ def verify_shards(
     compression: str | None = None,
     threads: int = 1,
     cache_dir=None,
+    lab_size: int = 224,
 ) -> list[dict]:
     """Verify each shard ({"record", "index", "rejects"} paths); raise on the first bad one.
 
@@ -439,6 +505,7 @@ def verify_shards(
     files are unchanged since it last passed (same size and mtime, as Snakemake judges
     them) is not read again: touching one image of ImageNet re-verifies one shard, not
     1.28M images. TensorFlow is imported only when some shard needs reading.
+    ``lab_size`` is the side of koalarization's Lab targets (other schemas ignore it).
     """
     spec = get_schema(schema)
     if schema not in _PARSERS:
@@ -446,6 +513,8 @@ def verify_shards(
     labels = read_labels(labels_tsv, label_base)
     compression = (compression or "").upper()
     settings = {"schema": schema, "compression": compression, "label_base": label_base}
+    if spec.needs_lab_size:
+        settings["lab_size"] = int(lab_size)
     labels_digest = hashlib.sha256(Path(labels_tsv).read_bytes()).hexdigest()
     cache = Path(cache_dir) if cache_dir is not None else None
     results = []
@@ -461,7 +530,7 @@ def verify_shards(
         if tf is None:
             tf = _tensorflow(threads)
             make_parser, format_, _ = _PARSERS[schema]
-            parse = make_parser(tf)
+            parse = make_parser(tf, int(lab_size)) if spec.needs_lab_size else make_parser(tf)
         result = _verify_shard(
             tf, spec, parse, format_, shard, labels, label_base, compression, threads
         )
@@ -469,6 +538,5 @@ def verify_shards(
         if entry is not None:
             with atomic_write(entry, "w") as handle:
                 json.dump({"key": key, "result": result}, handle, sort_keys=True)
-    if spec.needs_targets:
-        _check_across_shards(results)
+    _check_across_shards(results, _ACROSS_SHARDS.get(schema, ()))
     return results
