@@ -345,13 +345,7 @@ def _check_tangler_batch(batch: dict, first: int, expected, problems, seen) -> N
     """Tangler records: image shape, target consistency; no labels to check."""
     from imgprep.ravel import adjacency_indices  # numba: only for this schema
 
-    names = [n.decode("utf-8", "surrogateescape") for n in batch["filename"]]
-    for i, name in enumerate(names):
-        where = f"record {first + i} ({name})"
-        seen["names"][name] += 1
-        wanted = expected.get(name)
-        if wanted:
-            seen["labels"].add(wanted[0][0])
+    for i, where in _count_names(batch, first, expected, seen):
         version, res = int(batch["version"][i]), int(batch["res"][i])
         if version != TANGLER_VERSION:
             problems.add("wrong record/version", f"{where}: {version}, want {TANGLER_VERSION}")
@@ -376,6 +370,18 @@ def _check_tangler_batch(batch: dict, first: int, expected, problems, seen) -> N
             problems.add("target/indices do not match target/path", where)
 
 
+def _count_names(batch: dict, first: int, expected, seen):
+    """Count each record's name (and its class) for the shard-level checks of unlabelled
+    schemas; yield (index in batch, where) for the schema's own checks."""
+    names = [n.decode("utf-8", "surrogateescape") for n in batch["filename"]]
+    for i, name in enumerate(names):
+        seen["names"][name] += 1
+        wanted = expected.get(name)
+        if wanted:
+            seen["labels"].add(wanted[0][0])
+        yield i, f"record {first + i} ({name})"
+
+
 def _same_everywhere(seen: dict, key: str, value, where: str, problems) -> None:
     if seen[key] is None:
         seen[key] = value
@@ -385,13 +391,7 @@ def _same_everywhere(seen: dict, key: str, value, where: str, problems) -> None:
 
 def _check_koalarization_batch(batch: dict, first: int, expected, problems, seen) -> None:
     """Koalarization records: L range, finite values, one embedding size; no labels."""
-    names = [n.decode("utf-8", "surrogateescape") for n in batch["filename"]]
-    for i, name in enumerate(names):
-        where = f"record {first + i} ({name})"
-        seen["names"][name] += 1
-        wanted = expected.get(name)
-        if wanted:
-            seen["labels"].add(wanted[0][0])
+    for i, where in _count_names(batch, first, expected, seen):
         finite = batch["finite"][i]
         for flag, key in zip(finite, ("image_l", "image_ab", "image_embedding"), strict=True):
             if not flag:
