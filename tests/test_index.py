@@ -188,3 +188,62 @@ def test_split_table_joins_labels(tree, tmp_path):
     assert row["label"] == "2"
     assert row["filename"] == row["path"].rsplit("/", 1)[1]
     assert read_tsv(tmp_path / "train.tsv").shape == table.shape
+
+
+def write_manifest(path, rows, header="path,label,split"):
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def manifest_config(tmp_path, manifest, splits=None):
+    return validate_config(
+        {
+            "results": str(tmp_path / "results"),
+            "source": {"type": "manifest", "manifest": str(manifest)},
+            "splits": splits or {"train": {"shards": 2}, "validation": {"shards": 1}},
+        }
+    )
+
+
+def test_manifest_with_splits_indexes_every_row(tree, tmp_path):
+    rows = [f"train/n01/n01_{i}.JPEG,n01,train" for i in range(10)]
+    rows += [f"validation/n02/n02_{i}.JPEG,n02,validation" for i in range(3)]
+    rows += ["train/n01/gone.JPEG,n03,train", "train/n01/n01_0.JPEG,n01,train", ",n01,train"]
+    config = manifest_config(tmp_path, write_manifest(tree / "list.csv", rows))
+    result = update_index(config)
+    assert result.counts() == {"train": 11, "validation": 3}
+    assert [name for _, _, name, _ in result.labels] == ["n01", "n02", "n03"]
+    assert dict(result.ignored) == {
+        "list.csv:16": "duplicate of row 2",
+        "list.csv:17": "row without path or label",
+    }
+    members = [read_shard_index(shard_index_path(config["results"], "train", s)) for s in (0, 1)]
+    gone = [t[t["path"].str.endswith("gone.JPEG")] for t in members]
+    row = next(g for g in gone if len(g)).iloc[0]
+    assert row["size"] == -1 and row["class"] == "n03", "a missing file is indexed, to be rejected"
+    assert all(p.startswith(str(tree)) for t in members for p in t["path"])
+
+
+def test_manifest_without_splits_draws_them_by_fraction(tree, tmp_path):
+    rows = [f"train/n01/n01_{i}.JPEG\tn01" for i in range(25)]
+    rows += [f"train/n02/n02_{i}.JPEG\tn02" for i in range(20)]
+    manifest = write_manifest(tree / "list.tsv", rows, header="path\tlabel")
+    with pytest.raises(ConfigError, match="'splits.train.fraction' is required"):
+        scan(manifest_config(tmp_path, manifest))
+    splits = {
+        "train": {"shards": 2, "fraction": 0.75},
+        "validation": {"shards": 1, "fraction": 0.25},
+    }
+    counts = scan(manifest_config(tmp_path, manifest, splits)).counts()
+    assert counts["train"] + counts["validation"] == 45 and counts["validation"] > 0
+
+
+def test_manifest_errors_name_the_key(tree, tmp_path):
+    bad_split = write_manifest(tree / "a.csv", ["train/n01/n01_0.JPEG,n01,test"])
+    with pytest.raises(ConfigError, match="'source.manifest'.*split 'test'"):
+        scan(manifest_config(tmp_path, bad_split))
+    no_label = write_manifest(tree / "b.csv", ["train/n01/n01_0.JPEG"], header="path")
+    with pytest.raises(ConfigError, match="'source.manifest'.*columns path and label"):
+        scan(manifest_config(tmp_path, no_label))
+    with pytest.raises(ConfigError, match="'source.manifest': file not found"):
+        manifest_config(tmp_path, tree / "nope.csv")

@@ -259,3 +259,23 @@ def test_a_killed_run_resumes_without_redoing_finished_shards(built, tmp_path):
     snakemake(work, "--cores", "2", "--rerun-incomplete")
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished shards were redone"
     assert record_hashes(work) == record_hashes(built)
+
+
+def test_a_manifest_source_accounts_for_every_listed_file(tmp_path):
+    work = new_workdir(tmp_path / "m")
+    listed = sorted(p for p in sample_images() if not p.endswith(".txt"))
+    lines = ["path,label,split"]
+    lines += [f"{rel},{rel.split('/')[1]},{rel.split('/')[0]}" for rel in listed]
+    lines.append("train/n02123045/missing.JPEG,n02123045,train")
+    (work / "sample" / "list.csv").write_text("\n".join(lines) + "\n")
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["source"] = {"type": "manifest", "manifest": "sample/list.csv"}
+    config["records"]["schemas"] = ["imagenet"]
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(work, "--cores", "2")
+    summary = json.loads((work / "results" / "summary.json").read_text())
+    total = sum(s["images"] for s in summary["splits"].values())
+    records = sum(s["schemas"]["imagenet"]["records"] for s in summary["splits"].values())
+    rejects = (work / "results" / "rejects.tsv").read_text()
+    assert total == len(listed) + 1 == records + summary["totals"]["rejects"]
+    assert "missing.JPEG" in rejects and "FileNotFoundError" in rejects

@@ -63,8 +63,30 @@ def validate_config(config: dict) -> dict:
 
 def _check_semantics(config: dict) -> None:
     """Rules a JSON schema cannot say well."""
-    layout = config["source"]["layout"]
-    splits = config["splits"]
+    source = config["source"]
+    if source["type"] == "manifest":
+        _check_manifest(source)
+    else:
+        _check_folders(source, config["splits"])
+    if "tangler" in config["records"]["schemas"]:
+        _check_tangler_resize(config["resize"])
+    for key in ("file", "synsets"):
+        value = config["labels"][key]
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"config key 'labels.{key}': file not found: {value}")
+
+
+def _check_manifest(source: dict) -> None:
+    if "manifest" not in source:
+        raise ConfigError("config key 'source.manifest' is required with source.type 'manifest'")
+    if not Path(source["manifest"]).is_file():
+        raise ConfigError(f"config key 'source.manifest': file not found: {source['manifest']}")
+    if "root" in source and not Path(source["root"]).is_dir():
+        raise ConfigError(f"config key 'source.root': folder not found: {source['root']}")
+
+
+def _check_folders(source: dict, splits: dict) -> None:
+    layout = source["layout"]
     for name, split in splits.items():
         if layout == "split-folders" and "fraction" in split:
             raise ConfigError(
@@ -86,14 +108,10 @@ def _check_semantics(config: dict) -> None:
             raise ConfigError(
                 f"config key 'splits.*.fraction': the fractions add up to {total}, not 1"
             )
-    if "tangler" in config["records"]["schemas"]:
-        _check_tangler_resize(config["resize"])
-    for key in ("file", "synsets"):
-        value = config["labels"][key]
-        if value is not None and not Path(value).is_file():
-            raise ConfigError(f"config key 'labels.{key}': file not found: {value}")
-    if not Path(config["source"]["root"]).is_dir():
-        raise ConfigError(f"config key 'source.root': folder not found: {config['source']['root']}")
+    if "root" not in source:
+        raise ConfigError("config key 'source.root' is required with source.type 'folders'")
+    if not Path(source["root"]).is_dir():
+        raise ConfigError(f"config key 'source.root': folder not found: {source['root']}")
 
 
 def _check_tangler_resize(resize: dict) -> None:

@@ -7,7 +7,9 @@ that shard re-runs, and the scheduler never has to stat a million source files.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import math
 import multiprocessing
 import os
 import sys
@@ -96,31 +98,38 @@ def _walk(top: str, rel: str, extensions: frozenset, found: list, ignored: list)
             found.append((relpath, stat.st_size, stat.st_mtime_ns))
 
 
-def _index_folder(task: tuple) -> tuple[list, list]:
-    """Walk one class folder and place each image: (split, shard, order, index line).
+def _placer(seed: int):
+    """Place an image by a 24-byte keyed hash of its key (its path relative to the split
+    folder, or as the manifest writes it): bytes 0-8 pick the shard, 8-16 the order inside
+    it, 16-24 the split when splits are fractions. Keyed by the seed and independent of
+    every other image, so one change moves nothing else."""
+    keyed = hashlib.blake2b(digest_size=24, key=str(seed).encode())
+    from_bytes = int.from_bytes
 
-    The 24-byte keyed hash of the path relative to the split folder decides: bytes 0-8 the
-    shard, 8-16 the order inside it, 16-24 the split (class-folders layout). Keyed by the
-    seed, independent of every other image, so one change moves nothing else.
-    """
+    def place(key: str, plan: tuple) -> tuple[str, int, bytes]:
+        state = keyed.copy()
+        state.update(key.encode("utf-8", "surrogateescape"))
+        digest = state.digest()
+        split, _, nshards = plan[0]
+        if len(plan) > 1:
+            u = from_bytes(digest[16:24], "little") / 2.0**64
+            split, _, nshards = next((p for p in plan if u < p[1]), plan[-1])
+        return split, from_bytes(digest[:8], "little") % nshards, digest[8:16]
+
+    return place
+
+
+def _index_folder(task: tuple) -> tuple[list, list]:
+    """Walk one class folder and place each image: (split, shard, order, index line)."""
     folder, cls, base, extensions, seed, plan = task
     found: list = []
     ignored: list = []
     _walk(folder, cls, extensions, found, ignored)
-    keyed = hashlib.blake2b(digest_size=24, key=str(seed).encode())
-    from_bytes = int.from_bytes
+    place = _placer(seed)
     rows = []
     for relpath, size, mtime_ns in found:
-        state = keyed.copy()
-        state.update(relpath.encode("utf-8", "surrogateescape"))
-        digest = state.digest()
-        split, nshards = plan[0][0], plan[0][2]
-        if len(plan) > 1:
-            u = from_bytes(digest[16:24], "little") / 2.0**64
-            split, _, nshards = next((p for p in plan if u < p[1]), plan[-1])
-        shard = from_bytes(digest[:8], "little") % nshards
-        line = f"{base}/{relpath}\t{cls}\t{size}\t{mtime_ns}"
-        rows.append((split, shard, digest[8:16], line))
+        split, shard, order = place(relpath, plan)
+        rows.append((split, shard, order, f"{base}/{relpath}\t{cls}\t{size}\t{mtime_ns}"))
     return rows, ignored
 
 
@@ -152,20 +161,93 @@ def _index_tree(root: Path, extensions, seed: int, plan: tuple) -> tuple[list, l
     return rows, ignored, classes
 
 
+def _fraction_plan(splits: dict) -> tuple:
+    """(split, cumulative fraction, shards) in name order, for hash-drawn splits."""
+    plan, bound = [], 0.0
+    for name in sorted(splits):
+        bound += splits[name]["fraction"]
+        plan.append((name, bound, splits[name]["shards"]))
+    if not math.isclose(bound, 1.0, abs_tol=1e-9):
+        raise ConfigError(f"config key 'splits.*.fraction': the fractions add up to {bound}, not 1")
+    return tuple(plan)
+
+
+def _index_manifest(config: dict) -> tuple[list, list, set]:
+    """Index a CSV/TSV manifest with columns path, label[, split].
+
+    Paths are relative to ``source.root`` (default: the manifest's folder). A listed file
+    that is missing is still indexed: the resize stage rejects it with the reason, so
+    records + rejects still add up to the manifest.
+    """
+    source, splits = config["source"], config["splits"]
+    manifest = Path(source["manifest"])
+    base = Path(source["root"]) if source.get("root") else manifest.parent
+    delimiter = "\t" if manifest.suffix.lower() in (".tsv", ".tab") else ","
+    key = "config key 'source.manifest'"
+    place = _placer(config["seed"])
+    rows, ignored, classes, seen = [], [], set(), {}
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        columns = set(reader.fieldnames or ())
+        if not {"path", "label"} <= columns:
+            raise ConfigError(f"{key}: {manifest} needs columns path and label, has {columns}")
+        has_split = "split" in columns
+        fractions = [name for name, split in splits.items() if "fraction" in split]
+        if has_split and fractions:
+            raise ConfigError(
+                f"config key 'splits.{fractions[0]}.fraction': {manifest} has a split column"
+            )
+        if not has_split and len(fractions) != len(splits):
+            missing = next(name for name in splits if name not in fractions)
+            raise ConfigError(
+                f"config key 'splits.{missing}.fraction' is required: {manifest} has no "
+                "split column"
+            )
+        plans = {name: ((name, 1.0, split["shards"]),) for name, split in splits.items()}
+        drawn = None if has_split else _fraction_plan(splits)
+        for number, row in enumerate(reader, start=2):
+            where = f"{manifest.name}:{number}"
+            path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            if not path or not label:
+                ignored.append((where, "row without path or label"))
+                continue
+            if any(c in path + label for c in "\t\n\r"):
+                ignored.append((where, "tab or newline in path or label"))
+                continue
+            if path in seen:
+                ignored.append((where, f"duplicate of row {seen[path]}"))
+                continue
+            seen[path] = number
+            split = (row.get("split") or "").strip() if has_split else None
+            if has_split and split not in plans:
+                raise ConfigError(f"{key}: {where}: split '{split}' is not in config 'splits'")
+            full = path if os.path.isabs(path) else f"{base}/{path}"
+            try:
+                stat = os.stat(full)
+                size, mtime_ns = stat.st_size, stat.st_mtime_ns
+            except OSError:
+                size, mtime_ns = -1, 0
+            split, shard, order = place(path, plans[split] if has_split else drawn)
+            rows.append((split, shard, order, f"{full}\t{label}\t{size}\t{mtime_ns}"))
+            classes.add(label)
+    return rows, ignored, classes
+
+
 def scan(config: dict) -> ScanResult:
     """Walk the source; assign every image a split, a shard and a place in it."""
     started = time.perf_counter()
     source = config["source"]
-    root = Path(source["root"])
-    if not root.is_dir():
-        raise ConfigError(f"config key 'source.root': folder not found: {root}")
     extensions = frozenset(ext.lower() for ext in source["extensions"])
     splits = config["splits"]
     seed = config["seed"]
     rows: list = []
     ignored: list[tuple[str, str]] = []
     classes: set[str] = set()
-    if source["layout"] == "split-folders":
+    if source["type"] == "manifest":
+        root = Path(source["manifest"])
+        rows, ignored, classes = _index_manifest(config)
+    elif source["layout"] == "split-folders":
+        root = Path(source["root"])
         for name, split in splits.items():
             folder = split_dir(config, name)
             if not folder.is_dir():
@@ -177,11 +259,8 @@ def scan(config: dict) -> ScanResult:
             classes |= found_classes
             ignored.extend((f"{prefix}/{path}", reason) for path, reason in skipped)
     else:
-        plan, bound = [], 0.0
-        for name in sorted(splits):
-            bound += splits[name]["fraction"]
-            plan.append((name, bound, splits[name]["shards"]))
-        rows, ignored, classes = _index_tree(root, extensions, seed, tuple(plan))
+        root = Path(source["root"])
+        rows, ignored, classes = _index_tree(root, extensions, seed, _fraction_plan(splits))
 
     shards: dict[str, list[list]] = {
         name: [[] for _ in range(split["shards"])] for name, split in splits.items()
@@ -192,7 +271,7 @@ def scan(config: dict) -> ScanResult:
         if not any(lists):
             raise ConfigError(
                 f"config key 'splits.{name}': no images found for split '{name}' "
-                f"(source.root {root}, extensions {', '.join(sorted(extensions))})"
+                f"(source {root}, extensions {', '.join(sorted(extensions))})"
             )
         for members in lists:
             members.sort()
