@@ -1,7 +1,7 @@
 import os
 
 import pytest
-from helpers import base_config, make_tree
+from helpers import base_config, jpeg_bytes, make_tree
 from imgprep.config import ConfigError, validate_config
 from imgprep.index import (
     labels_path,
@@ -247,3 +247,50 @@ def test_manifest_errors_name_the_key(tree, tmp_path):
         scan(manifest_config(tmp_path, no_label))
     with pytest.raises(ConfigError, match="'source.manifest': file not found"):
         manifest_config(tmp_path, tree / "nope.csv")
+
+
+def make_kaggle(root):
+    """A miniature of Kaggle's imagenet-object-localization-challenge download."""
+    data = root / "ILSVRC" / "Data" / "CLS-LOC"
+    make_tree(data, {"train/n01": 6, "train/n02": 4})
+    (data / "val").mkdir()
+    for i in range(1, 6):
+        (data / "val" / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(jpeg_bytes(seed=100 + i))
+    (root / "LOC_synset_mapping.txt").write_text("n01 tench, Tinca tinca\nn02 goldfish\n")
+    (root / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\n"
+        + "".join(
+            f"ILSVRC2012_val_{i:08d},n0{1 + i % 2} 1 2 30 40 n0{1 + i % 2} 5 6 7 8\n"
+            for i in range(1, 5)
+        )
+    )
+    return root
+
+
+def test_kaggle_layout_labels_validation_from_the_solution_csv(tmp_path):
+    root = make_kaggle(tmp_path / "kaggle")
+    config = validate_config(
+        {
+            "results": str(tmp_path / "results"),
+            "source": {"type": "kaggle", "root": str(root)},
+            "splits": {"train": {"shards": 2}, "validation": {"shards": 1}},
+        }
+    )
+    assert config["labels"]["synsets"] == str(root / "LOC_synset_mapping.txt")
+    result = update_index(config)
+    assert result.counts() == {"train": 10, "validation": 4}
+    assert result.labels == [(0, 0, "n01", "tench, Tinca tinca"), (1, 1, "n02", "goldfish")]
+    assert dict(result.ignored) == {
+        "val/ILSVRC2012_val_00000005.JPEG": "no row in LOC_val_solution.csv"
+    }
+    val = read_shard_index(shard_index_path(config["results"], "validation", 0))
+    classes = dict(zip(val["path"].map(lambda p: p[-13:-5]), val["class"], strict=True))
+    assert classes == {"00000001": "n02", "00000002": "n01", "00000003": "n02", "00000004": "n01"}
+
+
+def test_kaggle_layout_has_fixed_splits(tmp_path):
+    root = make_kaggle(tmp_path / "kaggle")
+    with pytest.raises(ConfigError, match="'splits.test'"):
+        validate_config(
+            {"source": {"type": "kaggle", "root": str(root)}, "splits": {"test": {"shards": 1}}}
+        )

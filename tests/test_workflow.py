@@ -279,3 +279,44 @@ def test_a_manifest_source_accounts_for_every_listed_file(tmp_path):
     rejects = (work / "results" / "rejects.tsv").read_text()
     assert total == len(listed) + 1 == records + summary["totals"]["rejects"]
     assert "missing.JPEG" in rejects and "FileNotFoundError" in rejects
+
+
+def test_the_kaggle_layout_builds_as_downloaded(tmp_path):
+    """Kaggle's download, untouched: train synset folders, a flat val/ and its CSV."""
+    import tensorflow as tf
+
+    work = new_workdir(tmp_path / "g")
+    data = work / "kaggle" / "ILSVRC" / "Data" / "CLS-LOC"
+    shutil.copytree(work / "sample" / "train", data / "train")
+    (data / "val").mkdir()
+    solution = ["ImageId,PredictionString"]
+    for image in sorted((work / "sample" / "validation").glob("*/*")):
+        shutil.copy2(image, data / "val" / image.name)
+        solution.append(f"{image.stem},{image.parent.name} 0 0 10 10")
+    (work / "kaggle" / "LOC_val_solution.csv").write_text("\n".join(solution) + "\n")
+    shutil.copy2(work / "sample" / "synsets.txt", work / "kaggle" / "LOC_synset_mapping.txt")
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["source"] = {"type": "kaggle", "root": "kaggle"}
+    config["labels"] = {"base": 1}
+    config["splits"] = {"train": {"shards": 2}, "validation": {"shards": 1}}
+    config["records"]["schemas"] = ["imagenet"]
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(work, "--cores", "2")
+
+    summary = json.loads((work / "results" / "summary.json").read_text())
+    assert {s: v["images"] for s, v in summary["splits"].items()} == {"train": 43, "validation": 15}
+    features = {
+        "image/class/synset": tf.io.FixedLenFeature([], tf.string),
+        "image/class/text": tf.io.FixedLenFeature([], tf.string),
+        "image/filename": tf.io.FixedLenFeature([], tf.string),
+    }
+    shard = work / "results" / "records" / "imagenet" / "validation-00000-of-00001"
+    truth = {line.split(",")[0]: line.split(",")[1].split()[0] for line in solution[1:]}
+    seen = 0
+    for record in tf.data.TFRecordDataset(str(shard)):
+        ex = tf.io.parse_single_example(record, features)
+        name = ex["image/filename"].numpy().decode()
+        assert ex["image/class/synset"].numpy().decode() == truth[name.rsplit(".", 1)[0]]
+        assert ex["image/class/text"].numpy()  # from LOC_synset_mapping.txt
+        seen += 1
+    assert seen == 13  # 15 minus the truncated and the empty file

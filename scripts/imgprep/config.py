@@ -66,6 +66,8 @@ def _check_semantics(config: dict) -> None:
     source = config["source"]
     if source["type"] == "manifest":
         _check_manifest(source)
+    elif source["type"] == "kaggle":
+        _check_kaggle(source, config)
     else:
         _check_folders(source, config["splits"])
     if "tangler" in config["records"]["schemas"]:
@@ -83,6 +85,22 @@ def _check_manifest(source: dict) -> None:
         raise ConfigError(f"config key 'source.manifest': file not found: {source['manifest']}")
     if "root" in source and not Path(source["root"]).is_dir():
         raise ConfigError(f"config key 'source.root': folder not found: {source['root']}")
+
+
+def _check_kaggle(source: dict, config: dict) -> None:
+    """Kaggle's layout fixes the split folders; its synset mapping gives the texts."""
+    if "root" not in source or not Path(source["root"]).is_dir():
+        raise ConfigError(f"config key 'source.root': folder not found: {source.get('root')}")
+    for name, split in config["splits"].items():
+        if name not in ("train", "validation"):
+            raise ConfigError(
+                f"config key 'splits.{name}': the kaggle source has splits train and validation"
+            )
+        if "dir" in split or "fraction" in split:
+            raise ConfigError(f"config key 'splits.{name}': the kaggle layout fixes its folders")
+    mapping = Path(source["root"]) / "LOC_synset_mapping.txt"
+    if config["labels"]["synsets"] is None and mapping.is_file():
+        config["labels"]["synsets"] = str(mapping)
 
 
 def _check_folders(source: dict, splits: dict) -> None:

@@ -233,6 +233,56 @@ def _index_manifest(config: dict) -> tuple[list, list, set]:
     return rows, ignored, classes
 
 
+KAGGLE_SPLITS = {"train": "train", "validation": "val"}  # our split -> CLS-LOC folder
+
+
+def _index_kaggle(config: dict, extensions) -> tuple[list, list, set]:
+    """Kaggle's imagenet-object-localization-challenge folder, as downloaded.
+
+    train: the synset folders of ILSVRC/Data/CLS-LOC/train; validation: the flat
+    ILSVRC/Data/CLS-LOC/val, labelled by the first synset of each LOC_val_solution.csv
+    row. A validation image without a row is listed in ignored.tsv, not guessed.
+    """
+    root, splits, seed = Path(config["source"]["root"]), config["splits"], config["seed"]
+    data = root / "ILSVRC" / "Data" / "CLS-LOC"
+    rows, ignored, classes = [], [], set()
+    if "train" in splits:
+        folder = data / "train"
+        if not folder.is_dir():
+            raise ConfigError(f"config key 'source.root': no {folder.relative_to(root)} in {root}")
+        plan = (("train", 1.0, splits["train"]["shards"]),)
+        found, skipped, classes = _index_tree(folder, extensions, seed, plan)
+        rows.extend(found)
+        ignored.extend((f"train/{path}", reason) for path, reason in skipped)
+    if "validation" in splits:
+        solution = root / "LOC_val_solution.csv"
+        if not solution.is_file():
+            raise ConfigError(f"config key 'source.root': no LOC_val_solution.csv in {root}")
+        with open(solution, newline="", encoding="utf-8") as handle:
+            labels = {
+                row["ImageId"].strip(): row["PredictionString"].split()[0]
+                for row in csv.DictReader(handle)
+                if row.get("PredictionString", "").split()
+            }
+        if not (data / "val").is_dir():
+            raise ConfigError(f"config key 'source.root': no ILSVRC/Data/CLS-LOC/val in {root}")
+        plan = (("validation", 1.0, splits["validation"]["shards"]),)
+        place = _placer(seed)
+        for name in sorted(os.listdir(data / "val")):
+            stem, _, ext = name.rpartition(".")
+            if name.startswith(".") or ext.lower() not in extensions:
+                ignored.append((f"val/{name}", "not an image extension"))
+            elif stem not in labels:
+                ignored.append((f"val/{name}", "no row in LOC_val_solution.csv"))
+            else:
+                stat = os.stat(data / "val" / name)
+                split, shard, order = place(f"val/{name}", plan)
+                line = f"{data}/val/{name}\t{labels[stem]}\t{stat.st_size}\t{stat.st_mtime_ns}"
+                rows.append((split, shard, order, line))
+                classes.add(labels[stem])
+    return rows, ignored, classes
+
+
 def scan(config: dict) -> ScanResult:
     """Walk the source; assign every image a split, a shard and a place in it."""
     started = time.perf_counter()
@@ -246,6 +296,9 @@ def scan(config: dict) -> ScanResult:
     if source["type"] == "manifest":
         root = Path(source["manifest"])
         rows, ignored, classes = _index_manifest(config)
+    elif source["type"] == "kaggle":
+        root = Path(source["root"])
+        rows, ignored, classes = _index_kaggle(config, extensions)
     elif source["layout"] == "split-folders":
         root = Path(source["root"])
         for name, split in splits.items():
