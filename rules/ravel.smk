@@ -1,7 +1,6 @@
 rule ravel_shard:
     input:
         tar=f"{RESULTS}/resized/{{split}}/{{shard}}.tar",
-        meta=f"{RESULTS}/resized/{{split}}/{{shard}}.meta.tsv",
     output:
         f"{RESULTS}/ravel/{{split}}/{{shard}}.npy",
     log:

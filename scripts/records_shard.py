@@ -4,7 +4,6 @@ from imgprep.records import write_shard
 from imgprep.rulelog import rule_log
 
 with rule_log(snakemake):
-    compression = snakemake.params.compression
     extra = {
         "targets": snakemake.input.get("targets"),
         "n_pins": snakemake.params.get("n_pins"),
@@ -19,7 +18,7 @@ with rule_log(snakemake):
         snakemake.input.meta,
         snakemake.input.tar,
         snakemake.output[0],
-        compression=None if compression == "none" else compression.upper(),
+        compression=snakemake.params.compression,
         label_base=snakemake.params.label_base,
         **extra,
     )

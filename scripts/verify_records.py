@@ -7,7 +7,6 @@ from imgprep.rulelog import rule_log
 from imgprep.verify import verify_shards
 
 with rule_log(snakemake):
-    compression = snakemake.params.compression
     inputs = snakemake.input
     shards = [
         {"split": split, "record": record, "index": index, "rejects": rejects}
@@ -20,7 +19,7 @@ with rule_log(snakemake):
         shards,
         inputs.labels,
         label_base=snakemake.params.label_base,
-        compression=None if compression == "none" else compression.upper(),
+        compression=snakemake.params.compression,
         threads=snakemake.threads,
         cache_dir=snakemake.params.cache,
         **({"lab_size": snakemake.params.lab_size} if snakemake.params.lab_size else {}),

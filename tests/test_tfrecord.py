@@ -206,3 +206,13 @@ def test_truncated_plain_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ValueError, match="truncated"):
         list(iter_records(path))
+
+
+def test_compression_names_from_config_and_tensorflow_agree():
+    from imgprep.tfrecord import normalize_compression
+
+    assert [normalize_compression(c) for c in (None, "", "none", "NONE")] == [""] * 4
+    assert normalize_compression("gzip") == normalize_compression("GZIP") == "GZIP"
+    assert normalize_compression("zlib") == "ZLIB"
+    with pytest.raises(ValueError, match="bz2"):
+        normalize_compression("bz2")

@@ -36,6 +36,7 @@ __all__ = [
     "int64_feature",
     "iter_records",
     "masked_crc32c",
+    "normalize_compression",
     "serialize_tensor_uint8",
 ]
 
@@ -181,10 +182,13 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def _normalize_compression(compression: str | None) -> str:
+def normalize_compression(compression: str | None) -> str:
+    """TensorFlow's compression_type ("", "GZIP", "ZLIB") for None, "" or the config's
+    none/gzip/zlib, in any case."""
     name = (compression or "").upper()
+    name = "" if name == "NONE" else name
     if name not in ("", "GZIP", "ZLIB"):
-        raise ValueError(f"compression must be None, '', 'GZIP' or 'ZLIB', not {compression!r}")
+        raise ValueError(f"compression must be None, 'none', 'GZIP' or 'ZLIB', not {compression!r}")
     return name
 
 
@@ -197,7 +201,7 @@ class TFRecordWriter:
 
     def __init__(self, path, compression: str | None = None):
         self.path = path
-        self.compression = _normalize_compression(compression)
+        self.compression = normalize_compression(compression)
         self.count = 0
         self.nbytes: int | None = None
         self.sha256: str | None = None
@@ -301,7 +305,7 @@ def iter_records(path, compression: str | None = None) -> Iterator[bytes]:
     Raises ValueError on a bad CRC, a truncated record or a broken stream. Meant
     for debugging and tests; tf.data is the fast reader.
     """
-    compression = _normalize_compression(compression)
+    compression = normalize_compression(compression)
     with open(path, "rb") as raw:
         if compression == "GZIP":
             # gzip.GzipFile also accepts concatenated members, as TF's reader does

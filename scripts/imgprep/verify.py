@@ -29,6 +29,7 @@ from imgprep.records import (
     read_labels,
 )
 from imgprep.tables import read_tsv
+from imgprep.tfrecord import normalize_compression
 
 __all__ = ["VerificationError", "verify_shards"]
 
@@ -511,7 +512,7 @@ def verify_shards(
     if schema not in _PARSERS:
         raise ValueError(f"no verifier for schema {schema!r}")
     labels = read_labels(labels_tsv, label_base)
-    compression = (compression or "").upper()
+    compression = normalize_compression(compression)
     settings = {"schema": schema, "compression": compression, "label_base": label_base}
     if spec.needs_lab_size:
         settings["lab_size"] = int(lab_size)
