@@ -3,7 +3,7 @@
 #   snakemake --cores all            build everything for config.yaml
 #   snakemake -n                     show what is outstanding
 #
-# Data flows one way: sources -> index -> resize (per shard) -> ravel / embed (per
+# Data flows one way: sources -> index -> [download, URL lists only] -> resize (per shard) -> ravel / embed (per
 # shard, for the schemas that need them) -> records (per shard and schema) -> verify
 # (per schema) -> summary.
 
@@ -13,6 +13,7 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/index.smk"
+include: "rules/download.smk"
 include: "rules/resize.smk"
 include: "rules/ravel.smk"
 include: "rules/embed.smk"

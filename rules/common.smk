@@ -67,6 +67,15 @@ def koalarization_shard(wildcards):
     return KOALARIZATION[wildcards.name]
 
 
+def resize_inputs(wildcards):
+    """The shard's list; for a URL list also what download_shard fetched."""
+    inputs = {"index": shard_index(wildcards.split, wildcards.shard)}
+    if config["source"]["type"] == "urls":
+        inputs["downloads"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tar"
+        inputs["download_status"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tsv"
+    return inputs
+
+
 def embed_params():
     """What the embeddings depend on (lab_size and in_records do not change them)."""
     keys = ("model", "weights", "output", "input_size", "batch_size", "seed")

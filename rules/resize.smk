@@ -1,6 +1,6 @@
 rule resize_shard:
     input:
-        index=f"{RESULTS}/index/{{split}}/{{shard}}.tsv",
+        unpack(resize_inputs),
     output:
         tar=f"{RESULTS}/resized/{{split}}/{{shard}}.tar",
         meta=f"{RESULTS}/resized/{{split}}/{{shard}}.meta.tsv",

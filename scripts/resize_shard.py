@@ -7,12 +7,18 @@ from imgprep.rulelog import rule_log
 
 with rule_log(snakemake):
     members = read_shard_index(snakemake.input.index)
+    downloads = None
+    if snakemake.input.get("downloads"):
+        from imgprep.download import read_downloads
+
+        downloads = read_downloads(snakemake.input.downloads, snakemake.input.download_status)
     resized, rejected = resize_shard(
-        list(members["path"]),
+        list(zip(members["path"], members["offset"], members["size"], strict=True)),
         ResizeParams.from_config(snakemake.params.resize),
         snakemake.output.tar,
         snakemake.output.meta,
         snakemake.output.rejects,
         threads=snakemake.threads,
+        downloads=downloads,
     )
     print(f"{len(members)} images: {resized} resized, {rejected} rejected")

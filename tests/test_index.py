@@ -290,7 +290,7 @@ def test_kaggle_layout_labels_validation_from_the_solution_csv(tmp_path):
 
 def test_kaggle_layout_has_fixed_splits(tmp_path):
     root = make_kaggle(tmp_path / "kaggle")
-    with pytest.raises(ConfigError, match="'splits.test'"):
+    with pytest.raises(ConfigError, match="'splits.holdout'"):
         validate_config(
-            {"source": {"type": "kaggle", "root": str(root)}, "splits": {"test": {"shards": 1}}}
+            {"source": {"type": "kaggle", "root": str(root)}, "splits": {"holdout": {"shards": 1}}}
         )

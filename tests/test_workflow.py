@@ -270,6 +270,7 @@ def test_a_manifest_source_accounts_for_every_listed_file(tmp_path):
     (work / "sample" / "list.csv").write_text("\n".join(lines) + "\n")
     config = yaml.safe_load((work / "config.yaml").read_text())
     config["source"] = {"type": "manifest", "manifest": "sample/list.csv"}
+    config["splits"] = {"train": {"shards": 4}, "validation": {"shards": 2}}
     config["records"]["schemas"] = ["imagenet"]
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(work, "--cores", "2")

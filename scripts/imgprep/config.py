@@ -66,8 +66,14 @@ def _check_semantics(config: dict) -> None:
     source = config["source"]
     if source["type"] == "manifest":
         _check_manifest(source)
+        for name, split in config["splits"].items():
+            _only(split, name, ("fraction",), "a manifest names its files (and splits)")
     elif source["type"] == "kaggle":
         _check_kaggle(source, config)
+    elif source["type"] == "tars":
+        _check_tars(source, config["splits"])
+    elif source["type"] == "urls":
+        _check_urls(source, config["splits"])
     else:
         _check_folders(source, config["splits"])
     if "tangler" in config["records"]["schemas"]:
@@ -92,20 +98,71 @@ def _check_kaggle(source: dict, config: dict) -> None:
     if "root" not in source or not Path(source["root"]).is_dir():
         raise ConfigError(f"config key 'source.root': folder not found: {source.get('root')}")
     for name, split in config["splits"].items():
-        if name not in ("train", "validation"):
+        if name not in ("train", "validation", "test"):
             raise ConfigError(
-                f"config key 'splits.{name}': the kaggle source has splits train and validation"
+                f"config key 'splits.{name}': the kaggle source has splits train, validation "
+                "and test"
             )
-        if "dir" in split or "fraction" in split:
-            raise ConfigError(f"config key 'splits.{name}': the kaggle layout fixes its folders")
+        _only(split, name, (), "the kaggle layout fixes its folders and annotations")
     mapping = Path(source["root"]) / "LOC_synset_mapping.txt"
     if config["labels"]["synsets"] is None and mapping.is_file():
         config["labels"]["synsets"] = str(mapping)
 
 
+def _only(split: dict, name: str, allowed: tuple, why: str) -> None:
+    """Split keys other than ``shards`` and ``allowed`` are an error naming the key."""
+    for key in ("dir", "fraction", "tar", "labels", "boxes"):
+        if key in split and key not in allowed:
+            raise ConfigError(f"config key 'splits.{name}.{key}' does not apply here: {why}")
+
+
+def _check_tars(source: dict, splits: dict) -> None:
+    """Each split names its tar; flat tars may name a labels file."""
+    if "root" not in source or not Path(source["root"]).is_dir():
+        raise ConfigError(f"config key 'source.root': folder not found: {source.get('root')}")
+    for name, split in splits.items():
+        _only(split, name, ("tar", "labels", "boxes"), "source.type 'tars' reads splits.*.tar")
+        if "tar" not in split:
+            raise ConfigError(
+                f"config key 'splits.{name}.tar' is required with source.type 'tars' "
+                "(e.g. ILSVRC2012_img_train.tar)"
+            )
+        for key in ("tar", "labels"):
+            if key in split and not (Path(source["root"]) / split[key]).is_file():
+                raise ConfigError(
+                    f"config key 'splits.{name}.{key}': file not found: "
+                    f"{Path(source['root']) / split[key]}"
+                )
+        _check_boxes(split, name)
+
+
+def _check_boxes(split: dict, name: str) -> None:
+    if "boxes" in split and not Path(split["boxes"]).exists():
+        raise ConfigError(f"config key 'splits.{name}.boxes': not found: {split['boxes']}")
+
+
+def _check_urls(source: dict, splits: dict) -> None:
+    """A URL list has no splits of its own: each split takes a share of it."""
+    if "urls" not in source:
+        raise ConfigError("config key 'source.urls' is required with source.type 'urls'")
+    if not Path(source["urls"]).is_file():
+        raise ConfigError(f"config key 'source.urls': file not found: {source['urls']}")
+    for name, split in splits.items():
+        _only(split, name, ("fraction",), "a URL list is divided by splits.*.fraction")
+        if "fraction" not in split:
+            raise ConfigError(
+                f"config key 'splits.{name}.fraction' is required with source.type 'urls'"
+            )
+    total = sum(split["fraction"] for split in splits.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-9):
+        raise ConfigError(f"config key 'splits.*.fraction': the fractions add up to {total}, not 1")
+
+
 def _check_folders(source: dict, splits: dict) -> None:
     layout = source["layout"]
     for name, split in splits.items():
+        _only(split, name, ("dir", "fraction", "boxes"), "source.type 'folders'")
+        _check_boxes(split, name)
         if layout == "split-folders" and "fraction" in split:
             raise ConfigError(
                 f"config key 'splits.{name}.fraction' only applies to source.layout "

@@ -20,8 +20,12 @@ from stat import S_ISDIR
 
 from imgprep.atomic import write_bytes_if_changed
 from imgprep.config import ConfigError, split_dir
+from imgprep.tarindex import MEMBER_SEPARATOR
 
-INDEX_COLUMNS = ("path", "class", "size", "mtime_ns")
+# offset: where the image's bytes start inside the file before "!/" in path (a tar
+# member read in place), -1 for a whole file; boxes: raw annotation boxes (imgprep.boxes).
+# class is empty for an unlabelled image (label -1 in the records).
+INDEX_COLUMNS = ("path", "class", "size", "mtime_ns", "offset", "boxes")
 LABEL_COLUMNS = ("index", "label", "synset", "text")
 IGNORED_COLUMNS = ("path", "reason")
 # Below this many class folders per process, a pool costs more than it saves.
@@ -129,7 +133,7 @@ def _index_folder(task: tuple) -> tuple[list, list]:
     rows = []
     for relpath, size, mtime_ns in found:
         split, shard, order = place(relpath, plan)
-        rows.append((split, shard, order, f"{base}/{relpath}\t{cls}\t{size}\t{mtime_ns}"))
+        rows.append((split, shard, order, f"{base}/{relpath}\t{cls}\t{size}\t{mtime_ns}\t-1\t"))
     return rows, ignored
 
 
@@ -228,58 +232,231 @@ def _index_manifest(config: dict) -> tuple[list, list, set]:
             except OSError:
                 size, mtime_ns = -1, 0
             split, shard, order = place(path, plans[split] if has_split else drawn)
-            rows.append((split, shard, order, f"{full}\t{label}\t{size}\t{mtime_ns}"))
+            rows.append((split, shard, order, f"{full}\t{label}\t{size}\t{mtime_ns}\t-1\t"))
             classes.add(label)
     return rows, ignored, classes
 
 
-KAGGLE_SPLITS = {"train": "train", "validation": "val"}  # our split -> CLS-LOC folder
+def cache_dir(results) -> Path:
+    """Parsed listings of big sources (tars, box annotations), reused while unchanged."""
+    return index_dir(results) / "cache"
+
+
+def _single_plan(config: dict, split: str) -> tuple:
+    return ((split, 1.0, config["splits"][split]["shards"]),)
+
+
+def _box_text(boxes: dict, name: str) -> str:
+    """The raw boxes of an image, found by its file name without extension."""
+    if not boxes:
+        return ""
+    entry = boxes.get(name.rpartition("/")[2].rpartition(".")[0])
+    if entry is None:
+        return ""
+    from imgprep.boxes import encode_boxes
+
+    return encode_boxes(entry.ref_width, entry.ref_height, entry.boxes)
+
+
+def _voc_boxes(config: dict, split: str, ignored: list) -> dict:
+    """``splits.<split>.boxes``: PASCAL-VOC XMLs (folder or archive), parsed once and cached."""
+    source = config["splits"][split].get("boxes")
+    if not source:
+        return {}
+    from imgprep.boxes import read_voc_boxes
+
+    boxes, problems = read_voc_boxes(source, cache_dir(config["results"]))
+    ignored.extend(
+        (f"{source}:{member}", f"box annotation skipped: {why}") for member, why in problems
+    )
+    return boxes
+
+
+def _with_boxes(rows: list, boxes: dict) -> list:
+    """Append each image's raw boxes to its index line (lines end with an empty boxes field)."""
+    if not boxes:
+        return rows
+    out = []
+    for split, shard, order, line in rows:
+        path = line.split("\t", 1)[0]
+        out.append((split, shard, order, line + _box_text(boxes, path)))
+    return out
+
+
+KAGGLE_FOLDERS = {"train": "train", "validation": "val", "test": "test"}  # split -> CLS-LOC
+
+
+def _kaggle_csv(path: Path) -> dict[str, list[str]]:
+    """``ImageId,PredictionString`` rows -> {image id: tokens} (rows without tokens dropped)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {
+            row["ImageId"].strip(): row["PredictionString"].split()
+            for row in csv.DictReader(handle)
+            if (row.get("PredictionString") or "").split()
+        }
 
 
 def _index_kaggle(config: dict, extensions) -> tuple[list, list, set]:
     """Kaggle's imagenet-object-localization-challenge folder, as downloaded.
 
-    train: the synset folders of ILSVRC/Data/CLS-LOC/train; validation: the flat
-    ILSVRC/Data/CLS-LOC/val, labelled by the first synset of each LOC_val_solution.csv
-    row. A validation image without a row is listed in ignored.tsv, not guessed.
+    train: the synset folders of ILSVRC/Data/CLS-LOC/train, boxes from
+    LOC_train_solution.csv; validation: the flat val folder, labelled by the first synset
+    of its LOC_val_solution.csv row (boxes from the same row); test: the flat test folder,
+    unlabelled. A validation image without a row is listed in ignored.tsv, not guessed.
     """
+    from imgprep.boxes import read_kaggle_boxes
+
     root, splits, seed = Path(config["source"]["root"]), config["splits"], config["seed"]
+    with_boxes = config["source"]["boxes"]
     data = root / "ILSVRC" / "Data" / "CLS-LOC"
     rows, ignored, classes = [], [], set()
-    if "train" in splits:
-        folder = data / "train"
+    for split in splits:
+        folder = data / KAGGLE_FOLDERS[split]
         if not folder.is_dir():
             raise ConfigError(f"config key 'source.root': no {folder.relative_to(root)} in {root}")
-        plan = (("train", 1.0, splits["train"]["shards"]),)
-        found, skipped, classes = _index_tree(folder, extensions, seed, plan)
+    if "train" in splits:
+        plan = _single_plan(config, "train")
+        found, skipped, classes = _index_tree(data / "train", extensions, seed, plan)
+        solution = root / "LOC_train_solution.csv"
+        if with_boxes and solution.is_file():
+            found = _with_boxes(found, read_kaggle_boxes(solution))
         rows.extend(found)
         ignored.extend((f"train/{path}", reason) for path, reason in skipped)
     if "validation" in splits:
         solution = root / "LOC_val_solution.csv"
         if not solution.is_file():
             raise ConfigError(f"config key 'source.root': no LOC_val_solution.csv in {root}")
-        with open(solution, newline="", encoding="utf-8") as handle:
-            labels = {
-                row["ImageId"].strip(): row["PredictionString"].split()[0]
-                for row in csv.DictReader(handle)
-                if row.get("PredictionString", "").split()
-            }
-        if not (data / "val").is_dir():
-            raise ConfigError(f"config key 'source.root': no ILSVRC/Data/CLS-LOC/val in {root}")
-        plan = (("validation", 1.0, splits["validation"]["shards"]),)
-        place = _placer(seed)
-        for name in sorted(os.listdir(data / "val")):
-            stem, _, ext = name.rpartition(".")
-            if name.startswith(".") or ext.lower() not in extensions:
-                ignored.append((f"val/{name}", "not an image extension"))
-            elif stem not in labels:
-                ignored.append((f"val/{name}", "no row in LOC_val_solution.csv"))
+        labels = {stem: tokens[0] for stem, tokens in _kaggle_csv(solution).items()}
+        boxes = read_kaggle_boxes(solution) if with_boxes else {}
+        found = _index_flat(
+            data / "val",
+            "validation",
+            config,
+            extensions,
+            labels,
+            ignored,
+            "no row in LOC_val_solution.csv",
+        )
+        rows.extend(_with_boxes(found, boxes))
+        classes |= {line.split("\t")[1] for *_, line in found}
+    if "test" in splits:
+        rows.extend(_index_flat(data / "test", "test", config, extensions, None, ignored))
+    return rows, ignored, classes
+
+
+def _index_flat(folder: Path, split: str, config, extensions, labels, ignored, why="") -> list:
+    """A flat folder of one split; ``labels`` maps file stems to classes (None: unlabelled);
+    an image without a label is ignored for the reason ``why``."""
+    place, plan = _placer(config["seed"]), _single_plan(config, split)
+    rows = []
+    for name in sorted(os.listdir(folder)):
+        stem, _, ext = name.rpartition(".")
+        where = f"{folder.name}/{name}"
+        if name.startswith(".") or ext.lower() not in extensions:
+            ignored.append((where, "not an image extension"))
+        elif labels is not None and stem not in labels:
+            ignored.append((where, why))
+        else:
+            stat = os.stat(folder / name)
+            cls = labels[stem] if labels is not None else ""
+            _, shard, order = place(where, plan)
+            line = f"{folder}/{name}\t{cls}\t{stat.st_size}\t{stat.st_mtime_ns}\t-1\t"
+            rows.append((split, shard, order, line))
+    return rows
+
+
+def _read_lines(path) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def _index_tars(config: dict, extensions) -> tuple[list, list, set]:
+    """ILSVRC2012 tars read in place: no unpacking, the originals untouched.
+
+    A split's tar of per-class tars (ILSVRC2012_img_train.tar) is labelled by the inner
+    tar names; a flat tar (ILSVRC2012_img_val.tar) by ``splits.<name>.labels`` (one synset
+    per line, in sorted file-name order), or not at all (ILSVRC2012_img_test.tar: label -1).
+    """
+    from imgprep.tarindex import TarIndexError, cached_list_tar
+
+    root = Path(config["source"]["root"])
+    place, seed_cache = _placer(config["seed"]), cache_dir(config["results"])
+    rows, ignored, classes = [], [], set()
+    for split, spec in config["splits"].items():
+        key = f"config key 'splits.{split}.tar'"
+        tar = (root / spec["tar"]).resolve()
+        try:
+            stat = os.stat(tar)
+            members = cached_list_tar(tar, True, seed_cache)
+        except FileNotFoundError:
+            raise ConfigError(f"{key}: file not found: {tar}") from None
+        except TarIndexError as error:
+            raise ConfigError(f"{key}: {error}") from None
+        images = []
+        for member in members:
+            ext = member.name.rpartition(".")[2].lower()
+            if "\t" in member.name or "\n" in member.name or "\r" in member.name:
+                ignored.append((f"{spec['tar']}!/{member.name!r}", "tab or newline in name"))
+            elif ext not in extensions or member.name.rpartition("/")[2].startswith("."):
+                ignored.append((f"{spec['tar']}!/{member.name}", "not an image extension"))
             else:
-                stat = os.stat(data / "val" / name)
-                split, shard, order = place(f"val/{name}", plan)
-                line = f"{data}/val/{name}\t{labels[stem]}\t{stat.st_size}\t{stat.st_mtime_ns}"
-                rows.append((split, shard, order, line))
-                classes.add(labels[stem])
+                images.append(member)
+        nested = any("/" in member.name and ".tar/" in member.name.lower() for member in images)
+        if nested:
+            labels = {m.name: m.name.partition("/")[0].rpartition(".")[0] for m in images}
+        elif spec.get("labels"):
+            labels = _flat_labels(split, spec["labels"], root, images)
+        else:
+            labels = dict.fromkeys((m.name for m in images), "")
+        boxes = _voc_boxes(config, split, ignored)
+        plan = _single_plan(config, split)
+        for member in images:
+            cls = labels[member.name]
+            _, shard, order = place(member.name, plan)
+            line = (
+                f"{tar}{MEMBER_SEPARATOR}{member.name}\t{cls}\t{member.size}\t"
+                f"{stat.st_mtime_ns}\t{member.offset}\t{_box_text(boxes, member.name)}"
+            )
+            rows.append((split, shard, order, line))
+            if cls:
+                classes.add(cls)
+    return rows, ignored, classes
+
+
+def _flat_labels(split: str, labels_file: str, root: Path, images: list) -> dict[str, str]:
+    """imagenet_2012_validation_synset_labels.txt: line i labels the i-th file by name."""
+    key = f"config key 'splits.{split}.labels'"
+    path = root / labels_file
+    if not path.is_file():
+        raise ConfigError(f"{key}: file not found: {path}")
+    synsets = _read_lines(path)
+    names = sorted(m.name for m in images)
+    if len(synsets) != len(names):
+        raise ConfigError(
+            f"{key}: {path} has {len(synsets)} labels for {len(names)} images in the tar"
+        )
+    return dict(zip(names, synsets, strict=True))
+
+
+def _index_urls(config: dict) -> tuple[list, list, set]:
+    """A URL list (fall11_urls.txt or one URL a line); images are fetched by download_shard.
+
+    Placement hashes the entry's key (``n01440764_10026``, or the URL itself), so the same
+    URL stays in the same shard when the list grows. Labels come from the key's synset;
+    plain URLs are unlabelled.
+    """
+    from imgprep.download import parse_url_list
+
+    path = Path(config["source"]["urls"])
+    entries, problems = parse_url_list(path)
+    ignored = [(f"{path.name}:{line}", reason) for line, reason in problems]
+    place, plan = _placer(config["seed"]), _fraction_plan(config["splits"])
+    rows, classes = [], set()
+    for entry in entries:
+        split, shard, order = place(entry.key, plan)
+        rows.append((split, shard, order, f"{entry.url}\t{entry.wnid}\t-1\t0\t-1\t"))
+        if entry.wnid:
+            classes.add(entry.wnid)
     return rows, ignored, classes
 
 
@@ -299,6 +476,12 @@ def scan(config: dict) -> ScanResult:
     elif source["type"] == "kaggle":
         root = Path(source["root"])
         rows, ignored, classes = _index_kaggle(config, extensions)
+    elif source["type"] == "tars":
+        root = Path(source["root"])
+        rows, ignored, classes = _index_tars(config, extensions)
+    elif source["type"] == "urls":
+        root = Path(source["urls"])
+        rows, ignored, classes = _index_urls(config)
     elif source["layout"] == "split-folders":
         root = Path(source["root"])
         for name, split in splits.items():
@@ -308,12 +491,16 @@ def scan(config: dict) -> ScanResult:
             plan = ((name, 1.0, split["shards"]),)
             found, skipped, found_classes = _index_tree(folder, extensions, seed, plan)
             prefix = folder.relative_to(root).as_posix()
-            rows.extend(found)
+            rows.extend(_with_boxes(found, _voc_boxes(config, name, ignored)))
             classes |= found_classes
             ignored.extend((f"{prefix}/{path}", reason) for path, reason in skipped)
     else:
         root = Path(source["root"])
         rows, ignored, classes = _index_tree(root, extensions, seed, _fraction_plan(splits))
+        boxes = {}
+        for name in splits:
+            boxes.update(_voc_boxes(config, name, ignored))
+        rows = _with_boxes(rows, boxes)
 
     shards: dict[str, list[list]] = {
         name: [[] for _ in range(split["shards"])] for name, split in splits.items()
@@ -419,7 +606,7 @@ def update_index(config: dict, log=sys.stderr) -> ScanResult:
 def read_shard_index(path):
     from imgprep.tables import read_tsv
 
-    return read_tsv(path, INDEX_COLUMNS, ints=("size", "mtime_ns"))
+    return read_tsv(path, INDEX_COLUMNS, ints=("size", "mtime_ns", "offset"))
 
 
 def write_split_table(shard_paths, labels_tsv, out_path):
@@ -438,6 +625,9 @@ def write_split_table(shard_paths, labels_tsv, out_path):
         parts.append(part)
     table = pd.concat(parts, ignore_index=True)
     table = table.merge(labels[["class", "label", "text"]], on="class", how="left", validate="m:1")
+    unlabelled = table["class"] == ""
+    table.loc[unlabelled, "label"] = "-1"
+    table.loc[unlabelled, "text"] = ""
     missing = table[table["label"].isna()]
     if len(missing):
         raise ValueError(f"classes without a label: {sorted(set(missing['class']))[:10]}")
@@ -452,6 +642,8 @@ def write_split_table(shard_paths, labels_tsv, out_path):
         "position",
         "size",
         "mtime_ns",
+        "offset",
+        "boxes",
     ]
     table = table[columns]
     with atomic_write(out_path, "w", newline="") as handle:

@@ -114,7 +114,7 @@ class Sample:
     height: int
     channels: int
     colorspace: str
-    label_index: int  # 0-based position in the label map
+    label_index: int | None  # 0-based position in the label map; None: unlabelled
     synset: str
     text: str
     boxes: tuple[tuple[float, float, float, float], ...] = ()
@@ -149,7 +149,10 @@ class Schema:
     needs_lab_size: bool = False  # build reads Sample.lab_size
     description: str = field(default="", compare=False)
 
-    def label(self, index: int, label_base: int) -> int:
+    def label(self, index: int | None, label_base: int) -> int:
+        """The stored label; -1 for an unlabelled image (index None), as TFDS does."""
+        if index is None:
+            return -1
         return index if self.zero_based_labels else index + label_base
 
     def filename(self, split: str, index: int, total: int) -> str:
@@ -387,10 +390,11 @@ def iter_samples(
             raise ValueError(f"{what} have {len(rows)} row(s), {meta_tsv} has {len(meta)} image(s)")
     paths = index["path"].tolist()
     classes = index["class"].tolist()
-    unknown = sorted({classes[p] for p in meta["position"]} - labels.index.keys())
+    unknown = sorted({classes[p] for p in meta["position"]} - labels.index.keys() - {""})
     if unknown:
         raise ValueError(f"{index_tsv}: class(es) not in the labels table: {unknown[:10]}")
-    boxes = boxes or {}
+    if boxes is None:
+        boxes = _index_boxes(index, meta)
     has_nbytes = "nbytes" in meta.columns
     files = _tar_files(tar_path)
     try:
@@ -413,9 +417,9 @@ def iter_samples(
                 height=int(row.height),
                 channels=int(row.channels),
                 colorspace=row.colorspace,
-                label_index=labels.index[synset],
+                label_index=labels.index[synset] if synset else None,
                 synset=synset,
-                text=labels.text[synset],
+                text=labels.text[synset] if synset else "",
                 boxes=tuple(tuple(map(float, box)) for box in boxes.get(position, ())),
                 pin_path=None if pin_paths is None else pin_paths[number],
                 n_pins=n_pins,
@@ -427,6 +431,23 @@ def iter_samples(
             raise ValueError(f"{tar_path}: member {extra[0]} has no row in {meta_tsv}")
     finally:
         files.close()
+
+
+def _index_boxes(index: pd.DataFrame, meta: pd.DataFrame) -> dict[int, list]:
+    """Boxes of the index (raw, source pixels) moved into each stored image's frame."""
+    if "boxes" not in index.columns or not index["boxes"].astype(bool).any():
+        return {}
+    from imgprep.boxes import decode_boxes, normalize_boxes, transform_boxes
+
+    texts = index["boxes"].tolist()
+    found = {}
+    for row in meta.to_dict("records"):
+        text = texts[int(row["position"])]
+        if text:
+            raw = decode_boxes(text)
+            normalized = normalize_boxes(raw, int(row["source_width"]), int(row["source_height"]))
+            found[int(row["position"])] = transform_boxes(normalized, row)
+    return found
 
 
 def _read_targets(schema: str, targets, n_pins) -> np.ndarray:

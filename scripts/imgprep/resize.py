@@ -49,21 +49,28 @@ def member_name(position: int) -> str:
 
 
 def resize_shard(
-    paths: list[str],
+    sources: list,
     params: ResizeParams,
     tar_path,
     meta_path,
     rejects_path,
     threads: int = 1,
+    downloads: dict | None = None,
 ) -> tuple[int, int]:
-    """Resize ``paths`` (position i is paths[i]); return (resized, rejected) counts.
+    """Resize ``sources`` (position i is sources[i]); return (resized, rejected) counts.
+
+    A source is a path, or (path, offset, size) for an image read in place from a tar
+    (offset -1: the whole file). ``downloads`` (URL sources) maps a position to the
+    downloaded bytes, or to the reason the download failed; such positions are not read
+    from ``path`` at all.
 
     Writes, each atomically: ``tar_path`` (uncompressed tar, ``{position:06d}.jpg``
     members in position order), ``meta_path`` (one TSV row per stored image) and
     ``rejects_path`` (one TSV row per rejected file, header only when none). Every
     position is in exactly one of the two tables.
     """
-    paths = [str(path) for path in paths]
+    items = [_item(position, source, downloads) for position, source in enumerate(sources)]
+    paths = [item[1] for item in items]
     resized = rejected = 0
     with contextlib.ExitStack() as stack:
         tar_file = stack.enter_context(atomic_write(tar_path, "wb"))
@@ -75,7 +82,7 @@ def resize_shard(
         )
         meta.write("\t".join(META_COLUMNS) + "\n")
         rejects.write("\t".join(REJECT_COLUMNS) + "\n")
-        for position, image, reason in _results(paths, params, threads):
+        for position, image, reason in _results(items, params, threads):
             if image is None:
                 rejects.write(f"{position}\t{_clean(paths[position])}\t{_clean(reason)}\n")
                 rejected += 1
@@ -108,23 +115,45 @@ def _init_worker(params: ResizeParams) -> None:
     _WORKER_PARAMS = params
 
 
-def _process(item: tuple[int, str]) -> tuple[int, ResizedImage | None, str | None]:
-    """Read and resize one file; any failure becomes a reason, never an exception."""
-    position, path = item
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        return position, None, f"unreadable: {type(error).__name__}: {error}"
+def _item(position: int, source, downloads: dict | None) -> tuple:
+    """(position, path, offset, size, downloaded bytes or failure reason or None)."""
+    path, offset, size = (str(source), -1, -1) if isinstance(source, str | bytes) else source
+    payload = None
+    if downloads is not None:
+        payload = downloads.get(position, "not downloaded")
+    return position, str(path), int(offset), int(size), payload
+
+
+def read_source_bytes(path: str, offset: int = -1, size: int = -1) -> bytes:
+    """An indexed image's bytes: the whole file, or a tar member read in place."""
+    if offset >= 0:
+        from imgprep.tarindex import MEMBER_SEPARATOR, read_member
+
+        return read_member(path.partition(MEMBER_SEPARATOR)[0], offset, size)
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _process(item: tuple) -> tuple[int, ResizedImage | None, str | None]:
+    """Read and resize one image; any failure becomes a reason, never an exception."""
+    position, path, offset, size, payload = item
+    if isinstance(payload, str):
+        return position, None, f"download failed: {payload}"
+    if payload is not None:
+        data = payload
+    else:
+        try:
+            data = read_source_bytes(path, offset, size)
+        except OSError as error:
+            return position, None, f"unreadable: {type(error).__name__}: {error}"
     try:
         return position, resize_image(data, _WORKER_PARAMS), None
     except RejectedImage as error:
         return position, None, error.reason
 
 
-def _results(paths: list[str], params: ResizeParams, threads: int):
+def _results(items: list[tuple], params: ResizeParams, threads: int):
     """(position, image or None, reason or None) in position order."""
-    items = list(enumerate(paths))
     if threads <= 1 or len(items) <= 1:
         _init_worker(params)
         yield from map(_process, items)

@@ -29,7 +29,8 @@ def write_summary(verified, tables, rejects, ignored, json_path, tsv_path, rejec
         rejected = all_rejects[all_rejects["split"] == split]
         splits[split] = {
             "images": len(table),
-            "classes": int(table["class"].nunique()),
+            "classes": int(table.loc[table["class"] != "", "class"].nunique()),
+            "unlabelled": int((table["class"] == "").sum()),
             "rejects": len(rejected),
             "reject_reasons": _reason_counts(rejected["reason"]),
             "schemas": {},
@@ -93,6 +94,14 @@ def write_summary(verified, tables, rejects, ignored, json_path, tsv_path, rejec
 
 
 def _reason_counts(reasons) -> dict[str, int]:
-    """Group reasons by their kind (the text before the first colon)."""
-    kinds = reasons.map(lambda reason: reason.split(":", 1)[0].strip())
+    """Group reasons by their kind (the text before the first colon; for a failed
+    download, what failed: dead links are the common case and differ in kind)."""
+
+    def kind(reason: str) -> str:
+        head, _, rest = reason.partition(":")
+        if head == "download failed" and rest:
+            return f"{head}: {rest.strip().split(' (')[0]}"
+        return head.strip()
+
+    kinds = reasons.map(kind)
     return {kind: int(n) for kind, n in sorted(kinds.value_counts().items())}

@@ -105,9 +105,23 @@ def _imagenet_parser(tf) -> Callable:
         summary = _summary(tf, example, tf.shape(image))
         counts = [tf.size(example[k].values) for k in [*bbox_keys, "image/object/bbox/label"]]
         summary["boxes"] = tf.cast(tf.stack(counts), tf.int64)
+        summary["boxes_valid"] = tf.cond(
+            tf.equal(tf.reduce_min(counts), tf.reduce_max(counts)),
+            lambda: _boxes_valid(tf, *(example[k].values for k in bbox_keys)),
+            lambda: tf.constant(False),
+        )
         return summary
 
     return parse
+
+
+def _boxes_valid(tf, xmin, ymin, xmax, ymax):
+    """Normalized, ordered, not empty: what consumers' crop code assumes."""
+    ordered = tf.logical_and(xmin < xmax, ymin < ymax)
+    inside = tf.logical_and(
+        tf.logical_and(xmin >= 0.0, ymin >= 0.0), tf.logical_and(xmax <= 1.0, ymax <= 1.0)
+    )
+    return tf.reduce_all(tf.logical_and(ordered, inside))
 
 
 def _dlbs_parser(tf) -> Callable:
@@ -297,6 +311,9 @@ def _expected(shard: dict, labels, label_of, problems: _Problems):
     for position, (path, synset) in enumerate(zip(paths, classes, strict=True)):
         if position in rejected:
             continue
+        if not synset:  # unlabelled (a test split): label -1, no synset or text
+            expected[os.path.basename(path)].append((label_of(None), "", ""))
+            continue
         if synset not in labels.index:
             problems.add("class not in the labels table", f"{synset} ({path})")
             continue
@@ -329,6 +346,8 @@ def _check_batch(batch: dict, first: int, expected, format_: bytes, problems, se
             problems.add("decoded image does not match its size", f"{where}: {got}, want {want}")
         if "boxes" in batch and len(set(batch["boxes"][i].tolist())) != 1:
             problems.add("bbox lists differ in length", f"{where}: {batch['boxes'][i].tolist()}")
+        elif "boxes_valid" in batch and not batch["boxes_valid"][i]:
+            problems.add("bbox outside [0, 1] or empty", where)
         wanted = expected.get(name)
         if not wanted:
             continue  # reported with the file name multiset

@@ -1,0 +1,21 @@
+# URL lists only (source.type urls): fetch one shard's images before resizing them.
+rule download_shard:
+    input:
+        index=f"{RESULTS}/index/{{split}}/{{shard}}.tsv",
+    output:
+        tar=f"{RESULTS}/downloads/{{split}}/{{shard}}.tar",
+        status=f"{RESULTS}/downloads/{{split}}/{{shard}}.tsv",
+    log:
+        f"{RESULTS}/logs/download/{{split}}/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download/{{split}}/{{shard}}.tsv"
+    conda:
+        "../envs/download.yaml"
+    threads: 1
+    resources:
+        connections=config["download"]["connections"],
+    params:
+        download=config["download"],
+        cache=f"{RESULTS}/downloads/cache",
+    script:
+        "../scripts/download_shard.py"
