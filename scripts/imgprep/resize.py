@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from imgprep.atomic import atomic_write
 from imgprep.imaging import RejectedImage, ResizedImage, ResizeParams, resize_image
+from imgprep.s3 import is_s3_url, read_object
 
 __all__ = ["META_COLUMNS", "REJECT_COLUMNS", "member_name", "read_resized", "resize_shard"]
 
@@ -112,8 +113,11 @@ def _process(item: tuple[int, str]) -> tuple[int, ResizedImage | None, str | Non
     """Read and resize one file; any failure becomes a reason, never an exception."""
     position, path = item
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        if is_s3_url(path):
+            data = read_object(path)  # a network failure raises: the job fails, not the image
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read()
     except OSError as error:
         return position, None, f"unreadable: {type(error).__name__}: {error}"
     try:
