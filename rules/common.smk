@@ -5,6 +5,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from imgprep.config import ConfigError, validate_config
 from imgprep.index import shard_index_path, update_index
+from imgprep.s3_index import adopt_snakemake_settings, publish_index
 
 try:
     _validated = validate_config(config)
@@ -24,10 +25,14 @@ wildcard_constraints:
     schema="|".join(SCHEMAS),
 
 
+# --storage-s3-* settings also serve an s3:// source's scan and the jobs that read it;
+# with --default-storage-provider s3 the index lists must be in that storage too.
+S3_STORAGE = adopt_snakemake_settings(workflow)
+
 # The scan of the sources runs once, in the process that plans the jobs; cluster jobs
 # re-parse this file and must not walk a million files again.
 if workflow.is_main_process:
-    update_index(config)
+    publish_index(config, update_index(config), S3_STORAGE)
 
 
 def shard_ids(split):

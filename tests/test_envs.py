@@ -24,6 +24,7 @@ PACKAGES = {
     "jsonschema": "jsonschema",
     "numba": "numba",
     "keras": "keras",
+    "boto3": "boto3",
 }
 RULE = re.compile(r"^rule (\w+):(.*?)(?=^rule |\Z)", re.S | re.M)
 

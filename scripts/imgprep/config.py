@@ -185,7 +185,7 @@ def _check_folders(source: dict, splits: dict) -> None:
             )
     if "root" not in source:
         raise ConfigError("config key 'source.root' is required with source.type 'folders'")
-    if not Path(source["root"]).is_dir():
+    if not source["root"].startswith("s3://") and not Path(source["root"]).is_dir():
         raise ConfigError(f"config key 'source.root': folder not found: {source['root']}")
 
 

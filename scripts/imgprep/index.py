@@ -20,6 +20,8 @@ from stat import S_ISDIR
 
 from imgprep.atomic import write_bytes_if_changed
 from imgprep.config import ConfigError, split_dir
+from imgprep.s3 import is_s3_url
+from imgprep.s3_index import index_folders as index_s3_folders
 from imgprep.tarindex import MEMBER_SEPARATOR
 
 # offset: where the image's bytes start inside the file before "!/" in path (a tar
@@ -482,6 +484,10 @@ def scan(config: dict) -> ScanResult:
     elif source["type"] == "urls":
         root = Path(source["urls"])
         rows, ignored, classes = _index_urls(config)
+    elif is_s3_url(source["root"]):
+        root = source["root"]
+        drawn = _fraction_plan(splits) if source["layout"] == "class-folders" else None
+        rows, ignored, classes = index_s3_folders(config, extensions, _placer(seed), drawn)
     elif source["layout"] == "split-folders":
         root = Path(source["root"])
         for name, split in splits.items():

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from imgprep.atomic import atomic_write
 from imgprep.imaging import RejectedImage, ResizedImage, ResizeParams, resize_image
+from imgprep.s3 import is_s3_url, read_object
 
 __all__ = ["META_COLUMNS", "REJECT_COLUMNS", "member_name", "read_resized", "resize_shard"]
 
@@ -125,7 +126,9 @@ def _item(position: int, source, downloads: dict | None) -> tuple:
 
 
 def read_source_bytes(path: str, offset: int = -1, size: int = -1) -> bytes:
-    """An indexed image's bytes: the whole file, or a tar member read in place."""
+    """An indexed image's bytes: the whole file or S3 object, or a tar member read in place."""
+    if is_s3_url(path):  # a network failure raises: the job fails, not the image
+        return read_object(path)
     if offset >= 0:
         from imgprep.tarindex import MEMBER_SEPARATOR, read_member
 
