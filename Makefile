@@ -6,7 +6,7 @@ PYTHON ?= python3
 CORES ?= all
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench dryrun-bench clean
+.PHONY: run test lint bench dryrun-bench clean slurm slurm-stop slurm-plugin slurm-run
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,21 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_ravel.py
 	$(BIN)/python benchmarks/bench_workflow.py
 	$(BIN)/python benchmarks/bench_dryrun.py
+
+# SLURM (profiles/slurm/README.md): the executor plugin lives in .plugins/slurm, not .venv.
+# `make slurm` installs and starts a single-node cluster on this machine (root or sudo);
+# `make slurm-run SLURM_ARGS="--max-threads 2"` fits the jobs to its small node.
+slurm-plugin: $(BIN)/.installed
+	tools/slurm/install-plugin.sh $(BIN)/python
+
+slurm:
+	tools/slurm/start-slurm.sh
+
+slurm-stop:
+	tools/slurm/stop-slurm.sh
+
+slurm-run: slurm-plugin
+	PYTHONPATH=$(CURDIR)/.plugins/slurm $(BIN)/snakemake --profile profiles/slurm $(SLURM_ARGS)
 
 clean:
 	rm -rf results .snakemake

@@ -21,6 +21,11 @@ include: "rules/records.smk"
 include: "rules/verify.smk"
 
 
+localrules:
+    index_table,
+    summary,
+
+
 rule all:
     default_target: True
     input:

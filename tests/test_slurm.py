@@ -1,0 +1,205 @@
+"""The sample workflow on a real SLURM: profiles/slurm, a single-node cluster on this machine.
+
+tools/slurm/start-slurm.sh installs and starts the cluster (root or passwordless sudo; the
+test is skipped without either, and fails if the start fails). The run must submit its
+shard jobs to SLURM, which sacct must show as completed, and must write the same bytes as
+a local run of the same configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import REPO, SAMPLE
+
+TOOLS = REPO / "tools" / "slurm"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+# train 2 + validation 1 shards: 3 resize, 3 records and 1 verify job (each ~5-10 s of
+# Python start-up and work on a 2-core machine)
+SHARDS = {"train": 2, "validation": 1}
+SCHEMAS = ["imagenet"]
+THREADS = {"resize": 2, "records": 1, "verify": 1}
+# a hung run (a job SLURM never starts, a status poll that never ends) fails, not waits
+RUN_LIMIT_S = 600
+
+
+def can_be_root() -> bool:
+    if os.geteuid() == 0:
+        return True
+    sudo = shutil.which("sudo")
+    return bool(sudo) and subprocess.run([sudo, "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    if not can_be_root():
+        pytest.skip("installing and starting SLURM needs root or passwordless sudo")
+    proc = subprocess.run(
+        [str(TOOLS / "start-slurm.sh")], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode == 3:  # the machine's own SLURM: the script leaves it alone
+        pytest.skip(proc.stderr.strip())
+    if proc.returncode != 0:
+        pytest.fail(f"tools/slurm/start-slurm.sh failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+@pytest.fixture(scope="module")
+def plugin_path() -> str:
+    proc = subprocess.run(
+        [str(TOOLS / "install-plugin.sh"), sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"tools/slurm/install-plugin.sh failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def workdir(path: Path) -> Path:
+    """A copy of the sample with the test's configuration, paths relative to it."""
+    path.mkdir(parents=True)
+    shutil.copytree(SAMPLE, path / "sample")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["source"]["root"] = "sample"
+    config["labels"]["synsets"] = "sample/synsets.txt"
+    config["splits"] = {
+        split: {**config["splits"][split], "shards": n} for split, n in SHARDS.items()
+    }
+    config["records"]["schemas"] = SCHEMAS
+    config["threads"] = THREADS
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
+def outputs(path: Path) -> dict[str, str]:
+    """sha256 of every record shard, and of the summary."""
+    files = [*sorted((path / "results" / "records").rglob("*")), path / "results" / "summary.json"]
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in files
+        if p.is_file()
+    }
+
+
+def megabytes(amount: str) -> float:
+    """sacct's ReqMem (4000M, 2G, ...) in MB."""
+    number, unit = re.fullmatch(r"([\d.]+)([KMGT]?)", amount).groups()
+    return float(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[unit]
+
+
+def profile_memory(rule: str) -> tuple[str, int]:
+    """The profile's memory request for a rule at its first attempt: (resource, MB)."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    resources = {**profile["default-resources"], **profile["set-resources"].get(rule, {})}
+    name = "mem_mb_per_cpu" if "mem_mb_per_cpu" in resources else "mem_mb"
+    return name, eval(str(resources[name]), {"attempt": 1})
+
+
+def sacct_jobs(run_id: str) -> list[dict[str, str]]:
+    """The allocations of one Snakemake run (its jobs are all named by its run id)."""
+    fields = ["JobID", "JobName", "Comment", "State", "ExitCode", "AllocCPUS", "ReqMem"]
+    proc = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--name", run_id, "-S", "now-1days", "-o", ",".join(fields)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [dict(zip(fields, line.split("|"), strict=True)) for line in proc.stdout.splitlines()]
+
+
+def cancel_jobs_in(path: Path) -> None:
+    """Cancel the queued or running jobs whose working directory is ``path``."""
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True)
+    ids = [line.split()[0] for line in queue.stdout.splitlines() if line.endswith(f" {path}")]
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True)
+
+
+def run_locally(path: Path) -> None:
+    local_profile = REPO / "profiles" / "local"
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-d", str(path), "--profile", str(local_profile), "--cores", "2"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_LIMIT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def run_on_slurm(path: Path, plugin_path: str, max_threads: int) -> str:
+    """Snakemake's output of a run through profiles/slurm."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [plugin_path, env.get("PYTHONPATH")]))
+    command = [
+        *SNAKEMAKE,
+        "-d",
+        str(path),
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        # the test node may be small; on a cluster config.yaml's threads stand
+        "--max-threads",
+        str(max_threads),
+        # jobs take seconds here, not the minutes the plugin's 40 s first poll is made for
+        "--slurm-init-seconds-before-status-checks",
+        "3",
+    ]
+    # timeout(1) sends SIGTERM, then SIGKILL: Snakemake, waiting on pending jobs, may
+    # ignore the first, and the second leaves its jobs behind for cancel_jobs_in
+    try:
+        proc = subprocess.run(
+            ["timeout", "-k", "30", str(RUN_LIMIT_S), *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=RUN_LIMIT_S + 60,
+        )
+    finally:
+        cancel_jobs_in(path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"exit {proc.returncode} (124: timed out)\n{output[-6000:]}"
+    return output
+
+
+def test_the_sample_runs_as_slurm_jobs_and_matches_a_local_run(cluster, plugin_path, tmp_path):
+    local = workdir(tmp_path / "local")
+    run_locally(local)
+    remote = workdir(tmp_path / "slurm")
+    node_cpus = int(subprocess.check_output(["sinfo", "-h", "-o", "%c"], text=True).split()[0])
+    output = run_on_slurm(remote, plugin_path, max_threads=node_cpus)
+
+    run_id = re.search(r"SLURM run ID: (\S+)", output)[1]
+    submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
+    jobs = sacct_jobs(run_id)
+    assert {job["JobID"] for job in jobs} == submitted
+    assert all(job["State"] == "COMPLETED" and job["ExitCode"] == "0:0" for job in jobs), jobs
+    by_rule: dict[str, list[dict[str, str]]] = {}
+    for job in jobs:  # the plugin's comment: rule_<rule>_wildcards_<values>
+        rule = re.match(r"rule_([a-z_]+?)(_wildcards_|$)", job["Comment"])[1]
+        by_rule.setdefault(rule, []).append(job)
+    shards = sum(SHARDS.values())
+    assert {rule: len(group) for rule, group in by_rule.items()} == {
+        "resize_shard": shards,
+        "records_shard": shards * len(SCHEMAS),
+        "verify_records": len(SCHEMAS),
+    }, "index_table and summary are local rules; every other job goes to SLURM"
+
+    # threads become --cpus-per-task, and the profile's memory reaches sbatch
+    for rule, threads in [("resize_shard", THREADS["resize"]), ("records_shard", 1)]:
+        cpus = min(threads, node_cpus)
+        resource, mb = profile_memory(rule)
+        for job in by_rule[rule]:
+            assert int(job["AllocCPUS"]) == cpus, job
+            assert megabytes(job["ReqMem"]) == (mb * cpus if resource == "mem_mb_per_cpu" else mb)
+
+    assert outputs(remote) == outputs(local)
+    assert len(outputs(local)) == shards * len(SCHEMAS) + 1
