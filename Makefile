@@ -16,7 +16,15 @@ $(BIN)/.installed: requirements.txt
 run: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/local
 
-test: $(BIN)/.installed
+# S3 plugin, boto3 and moto for tests/test_s3.py: beside .venv, not in it (plugins that
+# Snakemake finds slow down every call; requirements-aws.txt says more).
+.plugins/aws/.installed: requirements-aws.txt requirements-aws-test.txt $(BIN)/.installed
+	rm -rf .plugins/aws
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target .plugins/aws \
+		-r requirements-aws-test.txt
+	touch $@
+
+test: $(BIN)/.installed .plugins/aws/.installed
 	$(BIN)/python -m pytest tests
 
 lint: $(BIN)/.installed
@@ -30,6 +38,8 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_ravel.py
 	$(BIN)/python benchmarks/bench_workflow.py
 	$(BIN)/python benchmarks/bench_dryrun.py
+	$(BIN)/python benchmarks/bench_tarindex.py
+	$(BIN)/python benchmarks/bench_download.py
 
 # SLURM (profiles/slurm/README.md): the executor plugin lives in .plugins/slurm, not .venv.
 # `make slurm` installs and starts a single-node cluster on this machine (root or sudo);

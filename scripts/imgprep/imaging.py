@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 # One BLAS thread per process (only effective before numpy is first imported):
 # parallelism comes from resize_shard's process pool, not from inside one image.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Assigned, not defaulted: Snakemake sets it to the job's threads, which would give
+# every pool worker that many BLAS threads.
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import numpy as np  # noqa: E402
 import simplejpeg  # noqa: E402
