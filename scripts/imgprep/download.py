@@ -33,7 +33,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-from imgprep.atomic import atomic_write
+from imgprep.atomic import atomic_write, reproducible_tar_info
 
 __all__ = [
     "STATUS_COLUMNS",
@@ -440,15 +440,7 @@ def _reason_kind(reason: str) -> str:
 
 
 def _tar_info(position: int, size: int) -> tarfile.TarInfo:
-    """A member header with nothing from the machine or the clock in it."""
-    info = tarfile.TarInfo(f"{position:06d}")
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
+    return reproducible_tar_info(f"{position:06d}", size)
 
 
 def _clean(text: str) -> str:

@@ -13,7 +13,7 @@ import multiprocessing
 import tarfile
 from collections.abc import Iterator
 
-from imgprep.atomic import atomic_write
+from imgprep.atomic import atomic_write, reproducible_tar_info
 from imgprep.imaging import RejectedImage, ResizedImage, ResizeParams, resize_image
 from imgprep.s3 import is_s3_url, read_object
 
@@ -176,15 +176,7 @@ def _results(items: list[tuple], params: ResizeParams, threads: int):
 
 
 def _tar_info(position: int, size: int) -> tarfile.TarInfo:
-    """A member header with nothing from the machine or the clock in it."""
-    info = tarfile.TarInfo(member_name(position))
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
+    return reproducible_tar_info(member_name(position), size)
 
 
 def _meta_row(position: int, image: ResizedImage) -> list[str]:
