@@ -370,12 +370,18 @@ def _write_cache(path: Path, header: str, boxes: dict, problems: list) -> None:
 
 
 def read_kaggle_boxes(csv_path) -> dict[str, RawBoxes]:
-    """``LOC_{train,val}_solution.csv`` -> {image id: boxes in the image's real pixels}.
+    """``LOC_{train,val}_solution.csv`` -> {image id: boxes in the image's real pixels}."""
+    return read_kaggle_solution(csv_path)[1]
 
-    PredictionString is ``wnid x1 y1 x2 y2`` repeated; the synsets are dropped (the
-    label comes from elsewhere) and the reference is 0 x 0, the real size. Rows without
-    boxes give no entry; anything malformed is a ValueError naming file and line.
+
+def read_kaggle_solution(csv_path) -> tuple[dict[str, str], dict[str, RawBoxes]]:
+    """``LOC_{train,val}_solution.csv`` -> ({image id: first synset}, {image id: boxes}).
+
+    PredictionString is ``wnid x1 y1 x2 y2`` repeated; the first synset labels the image
+    (Kaggle's validation labels) and the boxes' reference is 0 x 0, the real size. Rows
+    without boxes give no entry; anything malformed is a ValueError naming file and line.
     """
+    synsets: dict[str, str] = {}
     boxes: dict[str, RawBoxes] = {}
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
@@ -405,7 +411,8 @@ def read_kaggle_boxes(csv_path) -> dict[str, RawBoxes]:
                 raise ValueError(f"{csv_path}:{line}: {error}") from None
             box_list = tuple(tuple(values[i : i + 4]) for i in range(0, len(values), 4))
             boxes[image_id] = RawBoxes(0, 0, box_list)
-    return boxes
+            synsets[image_id] = tokens[0]
+    return synsets, boxes
 
 
 # -- normalizing ----------------------------------------------------------------------

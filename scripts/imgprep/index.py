@@ -288,16 +288,6 @@ def _with_boxes(rows: list, boxes: dict) -> list:
 KAGGLE_FOLDERS = {"train": "train", "validation": "val", "test": "test"}  # split -> CLS-LOC
 
 
-def _kaggle_csv(path: Path) -> dict[str, list[str]]:
-    """``ImageId,PredictionString`` rows -> {image id: tokens} (rows without tokens dropped)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {
-            row["ImageId"].strip(): row["PredictionString"].split()
-            for row in csv.DictReader(handle)
-            if (row.get("PredictionString") or "").split()
-        }
-
-
 def _index_kaggle(config: dict, extensions) -> tuple[list, list, set]:
     """Kaggle's imagenet-object-localization-challenge folder, as downloaded.
 
@@ -306,7 +296,7 @@ def _index_kaggle(config: dict, extensions) -> tuple[list, list, set]:
     of its LOC_val_solution.csv row (boxes from the same row); test: the flat test folder,
     unlabelled. A validation image without a row is listed in ignored.tsv, not guessed.
     """
-    from imgprep.boxes import read_kaggle_boxes
+    from imgprep.boxes import read_kaggle_boxes, read_kaggle_solution
 
     root, splits, seed = Path(config["source"]["root"]), config["splits"], config["seed"]
     with_boxes = config["source"]["boxes"]
@@ -328,8 +318,9 @@ def _index_kaggle(config: dict, extensions) -> tuple[list, list, set]:
         solution = root / "LOC_val_solution.csv"
         if not solution.is_file():
             raise ConfigError(f"config key 'source.root': no LOC_val_solution.csv in {root}")
-        labels = {stem: tokens[0] for stem, tokens in _kaggle_csv(solution).items()}
-        boxes = read_kaggle_boxes(solution) if with_boxes else {}
+        labels, boxes = read_kaggle_solution(solution)
+        if not with_boxes:
+            boxes = {}
         found = _index_flat(
             data / "val",
             "validation",
@@ -403,7 +394,7 @@ def _index_tars(config: dict, extensions) -> tuple[list, list, set]:
                 ignored.append((f"{spec['tar']}!/{member.name}", "not an image extension"))
             else:
                 images.append(member)
-        nested = any("/" in member.name and ".tar/" in member.name.lower() for member in images)
+        nested = any(".tar/" in member.name.lower() for member in images)
         if nested:
             labels = {m.name: m.name.partition("/")[0].rpartition(".")[0] for m in images}
         elif spec.get("labels"):
@@ -544,8 +535,7 @@ def build_label_map(config: dict, classes: list[str]) -> list[tuple[int, int, st
     """One label map for every split: the labels file's order, else sorted class names."""
     labels_cfg = config["labels"]
     if labels_cfg["file"]:
-        with open(labels_cfg["file"], encoding="utf-8") as handle:
-            names = [line.strip() for line in handle if line.strip()]
+        names = _read_lines(labels_cfg["file"])
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"config key 'labels.file': duplicate classes {dupes[:5]}")
