@@ -153,6 +153,10 @@ def _check_urls(source: dict, splits: dict) -> None:
             raise ConfigError(
                 f"config key 'splits.{name}.fraction' is required with source.type 'urls'"
             )
+    _check_fractions(splits)
+
+
+def _check_fractions(splits: dict) -> None:
     total = sum(split["fraction"] for split in splits.values())
     if not math.isclose(total, 1.0, abs_tol=1e-9):
         raise ConfigError(f"config key 'splits.*.fraction': the fractions add up to {total}, not 1")
@@ -178,11 +182,7 @@ def _check_folders(source: dict, splits: dict) -> None:
                 f"config key 'splits.{name}.dir' only applies to source.layout 'split-folders'"
             )
     if layout == "class-folders":
-        total = sum(split["fraction"] for split in splits.values())
-        if not math.isclose(total, 1.0, abs_tol=1e-9):
-            raise ConfigError(
-                f"config key 'splits.*.fraction': the fractions add up to {total}, not 1"
-            )
+        _check_fractions(splits)
     if "root" not in source:
         raise ConfigError("config key 'source.root' is required with source.type 'folders'")
     if not source["root"].startswith("s3://") and not Path(source["root"]).is_dir():

@@ -147,6 +147,7 @@ class Schema:
     needs_embeddings: bool = False  # build reads Sample.embedding
     takes_embeddings: bool = False  # build stores Sample.embedding when there is one
     needs_lab_size: bool = False  # build reads Sample.lab_size
+    stores_boxes: bool = False  # build stores Sample.boxes
     description: str = field(default="", compare=False)
 
     def label(self, index: int | None, label_base: int) -> int:
@@ -301,6 +302,7 @@ SCHEMAS: dict[str, Schema] = {
             "imagenet",
             _imagenet_features,
             takes_embeddings=True,
+            stores_boxes=True,
             description="JPEG bytes + tensorflow/models ImageNet keys",
         ),
         Schema(
@@ -496,7 +498,8 @@ def write_shard(
     """Write one TFRecord shard; same inputs give a byte-identical file.
 
     ``boxes`` maps position -> [(xmin, ymin, xmax, ymax), ...] (normalized) for
-    schemas that carry bounding boxes. ``targets`` is a ``.npy`` file of integer
+    schemas that carry bounding boxes; None takes them from the index's boxes column
+    and the meta's resize geometry. ``targets`` is a ``.npy`` file of integer
     pin paths, shape [meta rows, lines + 1], row r for the r-th meta row in position
     order, with pins numbered 0..``n_pins``-1 (schemas with ``needs_targets``; others
     ignore both). ``embeddings`` is a float ``.npy`` file, shape [meta rows, D], row r
@@ -526,6 +529,8 @@ def write_shard(
         lab_size = int(lab_size)
     else:
         lab_size = None
+    if boxes is None and not spec.stores_boxes:
+        boxes = {}  # the index's boxes are moved through the geometry only where stored
     samples = iter_samples(
         index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors, lab_size
     )
