@@ -76,8 +76,9 @@ def _check_semantics(config: dict) -> None:
         _check_urls(source, config["splits"])
     else:
         _check_folders(source, config["splits"])
-    if "tangler" in config["records"]["schemas"]:
-        _check_tangler_resize(config["resize"])
+    for schema, colorspace in SQUARE_SCHEMAS.items():
+        if schema in config["records"]["schemas"]:
+            _check_square_resize(config["resize"], schema, colorspace)
     for key in ("file", "synsets"):
         value = config["labels"][key]
         if value is not None and not Path(value).is_file():
@@ -189,24 +190,32 @@ def _check_folders(source: dict, splits: dict) -> None:
         raise ConfigError(f"config key 'source.root': folder not found: {source['root']}")
 
 
-def _check_tangler_resize(resize: dict) -> None:
-    """Tangler's records hold square gray images of one side, the image its target was
-    computed from; a resize that cannot promise that is a configuration error."""
+# Schemas whose consumer reads every image at exactly one square side, in one colorspace:
+# Tangler's decoder reshapes to (res, res, 1); DLBS' writer centre-crops and resizes every
+# image to --img_size, RGB, and its fast path slices [0, 0, 0]..[size, size, 3] of it.
+SQUARE_SCHEMAS = {"tangler": "gray", "dlbs": "rgb"}
+
+
+def _check_square_resize(resize: dict, schema: str, colorspace: str) -> None:
+    """The records of ``schema`` hold square images of one side (and, for tangler, the
+    image its target was computed from); a resize that cannot promise that is a
+    configuration error."""
     size = resize["size"]
     if isinstance(size, list) and size[0] != size[1]:
         raise ConfigError(
-            f"config key 'resize.size': schema tangler needs a square size, not {size}"
+            f"config key 'resize.size': schema {schema} needs a square size, not {size}"
         )
-    if resize["colorspace"] != "gray":
-        raise ConfigError("config key 'resize.colorspace': schema tangler needs 'gray'")
+    if resize["colorspace"] != colorspace:
+        raise ConfigError(f"config key 'resize.colorspace': schema {schema} needs '{colorspace}'")
     if resize["mode"] not in ("center-crop", "stretch", "pad"):
         raise ConfigError(
-            f"config key 'resize.mode': schema tangler needs one side for every image "
+            f"config key 'resize.mode': schema {schema} needs one side for every image "
             f"(center-crop, stretch or pad), not '{resize['mode']}'"
         )
     if not resize["upscale"]:
         raise ConfigError(
-            "config key 'resize.upscale': schema tangler needs true (every image at the full side)"
+            f"config key 'resize.upscale': schema {schema} needs true "
+            "(every image at the full side)"
         )
 
 
