@@ -43,7 +43,7 @@ bench: $(BIN)/.installed
 
 # SLURM (profiles/slurm/README.md): the executor plugin lives in .plugins/slurm, not .venv.
 # `make slurm` installs and starts a single-node cluster on this machine (root or sudo);
-# `make slurm-run SLURM_ARGS="--max-threads 2"` fits the jobs to its small node.
+# `make slurm-run` runs the sample on it (threads are lowered to the node's CPUs).
 slurm-plugin: $(BIN)/.installed
 	tools/slurm/install-plugin.sh $(BIN)/python
 

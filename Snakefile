@@ -21,6 +21,15 @@ include: "rules/records.smk"
 include: "rules/verify.smk"
 
 
+# the result, last: Snakemake's own last line is only "N of N steps (100%) done"
+onsuccess:
+    print(success_report(RESULTS, RUN_STARTED))
+
+
+onerror:
+    print(failure_report(RESULTS, log), file=sys.stderr)
+
+
 localrules:
     index_table,
     summary,

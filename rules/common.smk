@@ -1,4 +1,5 @@
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
@@ -6,6 +7,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from imgprep.config import ConfigError, validate_config
 from imgprep.index import shard_index_path, update_index
 from imgprep.s3_index import adopt_snakemake_settings, publish_index
+from imgprep.report import failure_report, success_report
+from imgprep.slurm import job_cpu_limit
 
 try:
     _validated = validate_config(config)
@@ -15,6 +18,7 @@ config.clear()
 config.update(_validated)
 
 RESULTS = config["results"]
+RUN_STARTED = time.time()
 SPLITS = list(config["splits"])
 SCHEMAS = config["records"]["schemas"]
 
@@ -33,6 +37,31 @@ S3_STORAGE = adopt_snakemake_settings(workflow)
 # re-parse this file and must not walk a million files again.
 if workflow.is_main_process:
     publish_index(config, update_index(config), S3_STORAGE)
+
+
+def stage_threads(stage):
+    """A rule's threads: ``threads.<stage>``, lowered to what one SLURM job can get
+    (the largest node's CPUs), so `--profile profiles/slurm` needs no --max-threads."""
+
+    def threads(wildcards):
+        wanted = config["threads"][stage]
+        executor = getattr(workflow.executor_plugin, "name", None)
+        limit = job_cpu_limit(executor, workflow.remote_exec)
+        if limit is None or wanted <= limit:
+            return wanted
+        if workflow.is_main_process and stage not in _LOWERED_THREADS:
+            _LOWERED_THREADS.add(stage)
+            print(
+                f"threads.{stage}: {wanted} lowered to {limit}, the CPUs of the largest "
+                "SLURM node",
+                file=sys.stderr,
+            )
+        return limit
+
+    return threads
+
+
+_LOWERED_THREADS = set()
 
 
 def shard_ids(split):

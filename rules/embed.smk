@@ -9,7 +9,7 @@ rule embed_shard:
         f"{RESULTS}/benchmarks/embed/{{split}}/{{shard}}.tsv"
     conda:
         "../envs/embed.yaml"
-    threads: config["threads"]["embed"]
+    threads: stage_threads("embed")
     params:
         embed=embed_params(),
     script:

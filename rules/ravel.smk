@@ -9,7 +9,7 @@ rule ravel_shard:
         f"{RESULTS}/benchmarks/ravel/{{split}}/{{shard}}.tsv"
     conda:
         "../envs/ravel.yaml"
-    threads: config["threads"]["ravel"]
+    threads: stage_threads("ravel")
     params:
         ravel=config["ravel"],
     script:

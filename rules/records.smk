@@ -14,7 +14,7 @@ rule records_shard:
         total=r"\d{5}",
     conda:
         "../envs/records.yaml"
-    threads: config["threads"]["records"]
+    threads: stage_threads("records")
     params:
         schema=lambda w: w.schema,
         compression=config["records"]["compression"],

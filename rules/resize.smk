@@ -11,7 +11,7 @@ rule resize_shard:
         f"{RESULTS}/benchmarks/resize/{{split}}/{{shard}}.tsv"
     conda:
         "../envs/resize.yaml"
-    threads: config["threads"]["resize"]
+    threads: stage_threads("resize")
     params:
         resize=config["resize"],
     script:

@@ -10,7 +10,7 @@ rule verify_records:
         f"{RESULTS}/logs/verify/{{schema}}.log",
     conda:
         "../envs/verify.yaml"
-    threads: config["threads"]["verify"]
+    threads: stage_threads("verify")
     params:
         splits=[split for split in SPLITS for shard in shard_ids(split)],
         compression=config["records"]["compression"],

@@ -2,11 +2,12 @@
 
 import json
 
-from imgprep.atomic import atomic_write
+from imgprep.atomic import atomic_write, remove_stale_temps_in
 from imgprep.rulelog import rule_log
 from imgprep.verify import verify_shards
 
 with rule_log(snakemake):
+    remove_stale_temps_in(snakemake.params.cache)  # the cache is this job's alone
     inputs = snakemake.input
     shards = [
         {"split": split, "record": record, "index": index, "rejects": rejects}

@@ -61,8 +61,9 @@ def _seeded_jpeg(query: str) -> bytes:
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
+    def __init__(self, host="127.0.0.1", port=0):
+        super().__init__((host, port), Handler)
+        self.hosts: list[str] = []  # Host headers, in arrival order
         self.requests: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
         self.release_hang = threading.Event()
@@ -72,8 +73,8 @@ class Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         """Clients hanging up on slow responses are part of the tests, not errors."""
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.server_address[1]}{path}"
 
     def count(self, path: str) -> int:
         with self.lock:
@@ -112,6 +113,7 @@ class Handler(BaseHTTPRequestHandler):
             server.proxied.append((target, self.headers.get("Proxy-Authorization")))
             target = urlsplit(target)._replace(scheme="", netloc="").geturl()
         with server.lock:
+            server.hosts.append(self.headers.get("Host"))
             server.requests[target] += 1
             seen = server.requests[target]
         parts = urlsplit(target)
@@ -221,6 +223,7 @@ def _params(**overrides) -> DownloadParams:
         "max_bytes": MAX_BYTES,
         "min_side": 2,
         "reject_sha256": [hashlib.sha256(PLACEHOLDER).hexdigest()],
+        "allow_private": True,  # the test server listens on 127.0.0.1
     }
     values.update(overrides)
     return DownloadParams.from_config(values)
@@ -543,7 +546,7 @@ _INTERRUPTED_RUN = """
 import json, sys
 from imgprep.download import DownloadParams, download_shard
 urls, root = json.loads(sys.argv[1]), sys.argv[2]
-params = DownloadParams(connections=1, timeout=30, total_timeout=60, retries=0)
+params = DownloadParams(connections=1, timeout=30, total_timeout=60, retries=0, allow_private=True)
 download_shard(urls, root + "/cache", root + "/shard.tar", root + "/status.tsv", params)
 """
 
@@ -609,6 +612,177 @@ def test_an_exception_mid_shard_keeps_what_finished(server, tmp_path, monkeypatc
     assert read_downloads(tar, status) == {i: _seeded_jpeg(f"i={i}") for i in range(6)}
 
 
+# -- hosts inside the network ---------------------------------------------------------------------
+
+_REFUSED_BY_CLASS = [
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 (link-local)"),
+    ("http://127.0.0.1:{port}/good.jpg", "127.0.0.1 (loopback)"),
+    ("http://127.8.9.10:{port}/good.jpg", "127.8.9.10 (loopback)"),
+    ("http://[::1]:{port}/good.jpg", "::1 (loopback)"),
+    ("http://[::ffff:127.0.0.1]:{port}/good.jpg", "::ffff:127.0.0.1 (loopback)"),
+    ("http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254 (link-local)"),
+    ("http://[2002:7f00:1::]:{port}/good.jpg", "2002:7f00:1:: (loopback)"),  # 6to4
+    ("http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::a9fe:a9fe (link-local)"),  # NAT64
+    ("http://2130706433:{port}/good.jpg", "127.0.0.1 (loopback)"),  # decimal
+    ("http://0177.0.0.1:{port}/good.jpg", "127.0.0.1 (loopback)"),  # octal
+    ("http://0x7f.1:{port}/good.jpg", "127.0.0.1 (loopback)"),  # hex, short form
+    ("http://0.0.0.0:{port}/good.jpg", "0.0.0.0 (unspecified)"),
+    ("http://[::]:{port}/good.jpg", ":: (unspecified)"),
+    ("http://10.1.2.3/", "10.1.2.3 (private)"),
+    ("http://172.16.0.1/", "172.16.0.1 (private)"),
+    ("http://192.168.1.1/", "192.168.1.1 (private)"),
+    ("http://[fd00::1]/", "fd00::1 (private)"),
+    ("http://[fe80::1]/", "fe80::1 (link-local)"),
+    ("http://224.0.0.251/", "224.0.0.251 (multicast)"),
+    ("http://[ff02::1]/", "ff02::1 (multicast)"),
+    ("http://240.0.0.1/", "240.0.0.1 (reserved)"),
+    ("http://255.255.255.255/", "255.255.255.255 (reserved)"),
+    ("http://100.64.0.1/", "100.64.0.1 (not globally routable)"),  # carrier-grade NAT
+]
+
+
+def test_addresses_inside_the_network_are_refused_by_default(server, tmp_path):
+    port = server.server_address[1]
+    urls = [url.format(port=port) for url, _ in _REFUSED_BY_CLASS]
+    urls.append(server.url("/good.jpg", host="localhost"))  # a name: resolved, then checked
+    params = _params(allow_private=False, retries=0)
+    before = server.snapshot()
+    counts, tar, status = _run(urls, tmp_path, params)
+    assert server.snapshot() == before  # nothing reached the server
+    assert counts == (0, len(urls))
+    results = read_downloads(tar, status)
+    for position, (_url, refusal) in enumerate(_REFUSED_BY_CLASS):
+        assert results[position] == f"refused address {refusal}"
+    assert results[len(urls) - 1] in {
+        "refused address 127.0.0.1 (loopback)",
+        "refused address ::1 (loopback)",
+    }
+
+
+def test_allow_private_lets_them_through_and_replaces_cached_refusals(server, tmp_path):
+    urls = [server.url("/seeded.jpg?i=1&run=private"), server.url("/good.jpg", host="localhost")]
+    _, tar, status = _run(urls, tmp_path, _params(allow_private=False))
+    assert all(
+        reason.startswith("refused address") for reason in read_downloads(tar, status).values()
+    )
+    counts, tar, status = _run(urls, tmp_path, _params(allow_private=True))
+    assert counts == (2, 0)
+    assert read_downloads(tar, status) == {0: _seeded_jpeg("i=1"), 1: GOOD_JPEG}
+
+
+def test_address_refusal_names_the_class():
+    assert download_module.address_refusal("93.184.216.34") is None
+    assert download_module.address_refusal("2606:2800:220:1:248:1893:25c8:1946") is None
+    assert download_module.address_refusal("192.0.2.1").startswith("refused address 192.0.2.1")
+
+
+_PUBLIC_IP = "93.184.216.34"  # an address that passes the check; the tests route it locally
+
+
+@pytest.fixture
+def public_and_admin(monkeypatch):
+    """A "public" server (at 127.0.0.2, reached as _PUBLIC_IP) and an "admin" server on
+    127.0.0.1 at the same port, with a fake DNS: ``public.example`` is _PUBLIC_IP,
+    ``rebind.example`` is _PUBLIC_IP at its first lookup and 127.0.0.1 after that."""
+    for _ in range(20):
+        public = Server("127.0.0.2")
+        try:
+            admin = Server("127.0.0.1", public.server_address[1])
+            break
+        except OSError:  # the port is taken on 127.0.0.1: try another
+            public.server_close()
+    else:
+        pytest.skip("no port free on both 127.0.0.1 and 127.0.0.2")
+    port = public.server_address[1]
+    for each in (public, admin):
+        threading.Thread(target=each.serve_forever, daemon=True).start()
+    lookups: collections.Counter[str] = collections.Counter()
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in ("public.example", "rebind.example"):
+            lookups[host] += 1
+            first = host == "public.example" or lookups[host] == 1
+            address = _PUBLIC_IP if first else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, args[0]))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(sock, address):
+        if address[0] == _PUBLIC_IP:
+            address = ("127.0.0.2", address[1])
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield {"public": public, "admin": admin, "port": port, "lookups": lookups}
+    for each in (public, admin):
+        each.shutdown()
+        each.server_close()
+
+
+def test_a_redirect_to_an_address_inside_the_network_is_refused(public_and_admin, tmp_path):
+    port = public_and_admin["port"]
+    public, admin = public_and_admin["public"], public_and_admin["admin"]
+    hops = {
+        "/to-admin.jpg": f"http://127.0.0.1:{port}/good.jpg",
+        "/to-localhost.jpg": f"http://localhost:{port}/good.jpg",
+        "/to-mapped.jpg": f"http://[::ffff:7f00:1]:{port}/good.jpg",
+        "/to-metadata.jpg": "http://169.254.169.254/latest/meta-data/iam/",
+        "/to-public.jpg": f"http://public.example:{port}/good.png",
+    }
+    for path, location in hops.items():
+        ROUTES[path] = lambda h, seen, q, location=location: h._send(
+            301, headers=[("Location", location)]
+        )
+    try:
+        urls = [f"http://public.example:{port}{path}" for path in hops]
+        _, tar, status = _run(urls, tmp_path, _params(allow_private=False, retries=0))
+        results = read_downloads(tar, status)
+    finally:
+        for path in hops:
+            ROUTES.pop(path, None)
+    assert results[0] == "refused address 127.0.0.1 (loopback)"
+    assert results[1] in {"refused address 127.0.0.1 (loopback)", "refused address ::1 (loopback)"}
+    assert results[2] == "refused address ::ffff:127.0.0.1 (loopback)"
+    assert results[3] == "refused address 169.254.169.254 (link-local)"
+    assert results[4] == GOOD_PNG  # a redirect between public hosts still works
+    assert admin.snapshot() == collections.Counter()
+    assert sum(public.snapshot().values()) == len(hops) + 1
+    assert set(public.hosts) == {f"public.example:{port}"}  # the name, not the address
+
+
+def test_the_checked_address_is_the_one_connected_to(public_and_admin, tmp_path):
+    """DNS rebinding: the name turns into 127.0.0.1 after the check; no second lookup
+    may pick that up."""
+    port = public_and_admin["port"]
+    public, admin = public_and_admin["public"], public_and_admin["admin"]
+    urls = [f"http://rebind.example:{port}/seeded.jpg?i=5&run=rebind"]
+    counts, tar, status = _run(urls, tmp_path, _params(allow_private=False, retries=0))
+    assert admin.snapshot() == collections.Counter()
+    assert public.count("/seeded.jpg?i=5&run=rebind") == 1
+    assert public_and_admin["lookups"]["rebind.example"] == 1
+    assert read_downloads(tar, status) == {0: _seeded_jpeg("i=5")}
+
+
+def test_through_a_proxy_literal_addresses_are_still_refused(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("http_proxy", server.url(""))
+    urls = [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost/admin",
+        "http://2130706433/admin",
+        "http://images.example.invalid/seeded.jpg?i=43",  # a name: the proxy's to judge
+    ]
+    before = len(server.proxied)
+    _, tar, status = _run(urls, tmp_path, _params(allow_private=False))
+    assert read_downloads(tar, status) == {
+        0: "refused address 169.254.169.254 (link-local)",
+        1: "refused address localhost (loopback)",
+        2: "refused address 127.0.0.1 (loopback)",
+        3: _seeded_jpeg("i=43"),
+    }
+    assert [url for url, _ in server.proxied[before:]] == [urls[3]]
+
+
 # -- parameters ------------------------------------------------------------------------------------
 
 
@@ -618,6 +792,7 @@ def test_params_defaults_and_validation():
     assert (params.connections, params.timeout, params.total_timeout) == (16, 10.0, 60.0)
     assert (params.retries, params.backoff, params.max_bytes) == (3, 1.0, 20_000_000)
     assert (params.retry_failed, params.min_side, params.reject_sha256) == (False, 1, ())
+    assert params.allow_private is False
     digest = "AB" * 32
     assert DownloadParams.from_config({"reject_sha256": [digest]}).reject_sha256 == ("ab" * 32,)
     with pytest.raises(ValueError, match="download.threads: unknown key"):
@@ -627,6 +802,7 @@ def test_params_defaults_and_validation():
         {"timeout": 0},
         {"retries": -1},
         {"retry_failed": "yes"},
+        {"allow_private": "yes"},
         {"reject_sha256": ["abc"]},
         {"reject_sha256": "ab" * 32},
         {"min_side": 1.5},

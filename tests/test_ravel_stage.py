@@ -138,8 +138,24 @@ def test_cli_ravels_an_image_file_and_renders_it(tmp_path):
         str(png),
         str(photo),
     )
-    pins = [int(line) for line in out.stdout.decode().split()]
-    assert len(pins) == 51 and pins[0] == 0 and all(0 <= p < 32 for p in pins)
+    assert out.stdout == b""  # files asked for: 6001 pins on the terminal would drown them
     assert svg.read_text().startswith("<svg")
     with Image.open(png) as image:
         assert image.size == (64, 64)
+    args = ["--pins", "32", "--lines", "50", "--res", "64", "--svg", str(svg)]
+    out = run_cli(*args, "--pins-out", "-", str(photo))
+    pins = [int(line) for line in out.stdout.decode().split()]
+    assert len(pins) == 51 and pins[0] == 0 and all(0 <= p < 32 for p in pins)
+    run_cli(*args, "--pins-out", str(tmp_path / "pins.txt"), str(photo))
+    assert [int(line) for line in (tmp_path / "pins.txt").read_text().split()] == pins
+
+
+def test_cli_help_is_plain_text():
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
+    for args in (["--help"], ["ravel", "--help"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "imgprep", *args], capture_output=True, env=env, check=True
+        ).stdout.decode()
+        assert "``" not in out
+        assert "ravel" in out
+    assert "--pins-out" in out

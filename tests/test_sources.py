@@ -421,7 +421,13 @@ def test_a_url_list_downloads_records_and_accounts_for_dead_links(tmp_path, imag
             "train": {"shards": 2, "fraction": 0.75},
             "validation": {"shards": 1, "fraction": 0.25},
         },
-        download={"timeout": 1, "total_timeout": 10, "retries": 1, "backoff": 0.05},
+        download={
+            "timeout": 1,
+            "total_timeout": 10,
+            "retries": 1,
+            "backoff": 0.05,
+            "allow_private": True,  # the image server listens on 127.0.0.1
+        },
     )
     snakemake(work, "--cores", "2")
 

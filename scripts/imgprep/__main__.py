@@ -9,6 +9,9 @@ import sys
 
 import numpy as np
 
+# what --help shows (the docstring's reST markup would show as is)
+DESCRIPTION = "imgprep tools. ravel: the string-art pin path of an image (Tangler's raveler)."
+
 
 def _square_gray(data: bytes, res: int | None) -> np.ndarray:
     """An image file as Tangler prepared it: centre square, ``res`` side, Rec.709 luma."""
@@ -41,7 +44,14 @@ def ravel_command(args) -> int:
         with open(args.file, "rb") as handle:
             image = _square_gray(handle.read(), args.res)
     path = ravel(image, pins=args.pins, lines=args.lines, weight=args.weight, frame=args.frame)
-    sys.stdout.write("".join(f"{pin}\n" for pin in path))
+    pins_out = args.pins_out
+    if pins_out is None and not (args.svg or args.png):
+        pins_out = "-"  # nothing else asked for: the pins are the answer
+    if pins_out == "-":
+        sys.stdout.write("".join(f"{pin}\n" for pin in path))
+    elif pins_out is not None:
+        with open(pins_out, "w") as handle:
+            handle.write("".join(f"{pin}\n" for pin in path))
     if args.svg:
         with open(args.svg, "w") as handle:
             handle.write(render_svg(path, args.pins))
@@ -53,9 +63,14 @@ def ravel_command(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgprep", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m imgprep", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
-    rav = commands.add_parser("ravel", help="print an image's string-art pin path, one per line")
+    rav = commands.add_parser(
+        "ravel",
+        help="an image's string-art pin path, one pin a line",
+        description="Print an image's string-art pin path, one pin a line (with --svg or "
+        "--png: only the files, unless --pins-out says where the pins go).",
+    )
     rav.add_argument("file", help="an image file, or - for raw square 8-bit gray bytes on stdin")
     rav.add_argument("--pins", type=int, default=256, help="pins on the circle (k)")
     rav.add_argument("--lines", type=int, default=6000, help="thread segments (N)")
@@ -64,6 +79,11 @@ def main(argv=None) -> int:
     rav.add_argument("--res", type=int, default=256, help="side an image file is resized to")
     rav.add_argument("--svg", help="also write the string art as SVG here")
     rav.add_argument("--png", help="also write the string art as PNG here")
+    rav.add_argument(
+        "--pins-out",
+        metavar="PATH",
+        help="write the pins here, - for stdout (default: stdout unless --svg or --png)",
+    )
     args = parser.parse_args(argv)
     return ravel_command(args)
 

@@ -6,6 +6,13 @@ than as an error. Each finished outcome is cached under ``cache_dir`` as soon as
 known, keyed by the URL, so a killed job fetches only what is missing and nothing that
 finished is ever fetched twice. The shard's outputs are assembled from that cache in
 position order, which makes them independent of thread count and completion order.
+
+A URL list is untrusted input: by default no request reaches a loopback, private,
+link-local, multicast, reserved or unspecified address (cloud metadata at
+169.254.169.254, an admin page on localhost). Each host name is resolved once, every
+address is checked, and the connection goes to a checked address, so a second DNS
+answer cannot swap in another one; the same holds for every redirect hop.
+``download.allow_private`` lifts the rule (a mirror on the local network, tests).
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ import base64
 import collections
 import contextlib
 import dataclasses
+import functools
 import gc
 import hashlib
 import http.client
 import io
+import ipaddress
 import random
 import re
 import socket
@@ -37,6 +46,7 @@ from imgprep.atomic import atomic_write, reproducible_tar_info
 
 __all__ = [
     "STATUS_COLUMNS",
+    "address_refusal",
     "DownloadParams",
     "UrlEntry",
     "cache_paths",
@@ -229,6 +239,7 @@ class DownloadParams:
     retry_failed: bool = False
     min_side: int = 1
     reject_sha256: tuple[str, ...] = ()
+    allow_private: bool = False
 
     def __post_init__(self):
         digests = tuple(str(digest).strip().lower() for digest in self.reject_sha256)
@@ -248,10 +259,11 @@ class DownloadParams:
                 raise ValueError(f"download.{name}: must be a number > 0, got {value!r}")
         if not _is_number(self.backoff) or self.backoff < 0:
             raise ValueError(f"download.backoff: must be a number >= 0, got {self.backoff!r}")
-        if not isinstance(self.retry_failed, bool):
-            raise ValueError(
-                f"download.retry_failed: must be true or false, got {self.retry_failed!r}"
-            )
+        for name in ("retry_failed", "allow_private"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"download.{name}: must be true or false, got {getattr(self, name)!r}"
+                )
         if not isinstance(self.user_agent, str) or not self.user_agent.isprintable():
             raise ValueError(
                 f"download.user_agent: must be printable text, got {self.user_agent!r}"
@@ -294,9 +306,15 @@ def cache_paths(cache_dir, url: str) -> tuple[Path, Path]:
     return folder / f"{digest}.img", folder / f"{digest}.fail"
 
 
-def _cached(cache_dir, url: str, retry_failed: bool) -> bool:
+def _cached(cache_dir, url: str, params: DownloadParams) -> bool:
     image, failure = cache_paths(cache_dir, url)
-    return image.exists() or (not retry_failed and failure.exists())
+    if image.exists():
+        return True
+    if params.retry_failed or not failure.exists():
+        return False
+    # a refusal is the policy's verdict, not the server's: allowing private addresses
+    # later must fetch the URL rather than keep the old refusal
+    return not (params.allow_private and _is_refusal(failure.read_text("utf-8", "replace")))
 
 
 def _store(cache_dir, url: str, data: bytes | None, reason: str) -> None:
@@ -339,7 +357,7 @@ def download_shard(urls, cache_dir, tar_path, status_path, params, log=None) -> 
     urls = [str(url) for url in urls]
     cache_dir = Path(cache_dir)
     unique = list(dict.fromkeys(urls))
-    todo = [url for url in unique if not _cached(cache_dir, url, params.retry_failed)]
+    todo = [url for url in unique if not _cached(cache_dir, url, params)]
     progress = _Progress(len(unique), len(unique) - len(todo), log)
     if todo:
         _fetch_all(todo, cache_dir, params, progress)
@@ -436,7 +454,7 @@ def _judge(data: bytes, digest: str, params: DownloadParams) -> str:
 
 def _reason_kind(reason: str) -> str:
     """A reason without its numbers, for the summary line."""
-    return re.sub(r" \(.*\)| after \d+ attempts", "", reason)
+    return re.sub(r" \(.*\)| after \d+ attempts|(?<=^refused address) \S+", "", reason)
 
 
 def _tar_info(position: int, size: int) -> tarfile.TarInfo:
@@ -687,6 +705,118 @@ def _too_slow() -> _Failure:
     return _Failure(_TOO_SLOW)
 
 
+# -- which addresses a URL may reach -------------------------------------------------------
+
+_REFUSED = "refused address"
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# checked in this order, so an address gets its most telling name
+_NON_PUBLIC = (
+    ("unspecified", lambda address: address.is_unspecified),
+    ("loopback", lambda address: address.is_loopback),
+    ("link-local", lambda address: address.is_link_local),
+    ("multicast", lambda address: address.is_multicast),
+    ("site-local", lambda address: getattr(address, "is_site_local", False)),
+    ("reserved", lambda address: address.is_reserved),
+    ("private", lambda address: address.is_private),
+    ("not globally routable", lambda address: not address.is_global),
+)
+
+
+def address_refusal(address: str) -> str | None:
+    """Why ``address`` (an IP in text form) is off limits by default, or None if public.
+
+    IPv6 forms that carry an IPv4 address (``::ffff:127.0.0.1``, 6to4, NAT64) are
+    judged by the IPv4 address they reach.
+    """
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = ip.ipv4_mapped or ip.sixtofour or _nat64_ipv4(ip) or ip
+    for kind, applies in _NON_PUBLIC:
+        if applies(ip):
+            return f"{_REFUSED} {address} ({kind})"
+    return None
+
+
+def _nat64_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _is_refusal(reason: str) -> bool:
+    return reason.startswith(_REFUSED)
+
+
+def _literal_refusal(host: str) -> str | None:
+    """The refusal for a host that names an address without DNS (``127.0.0.1``,
+    ``[::1]``, ``2130706433``, ``0x7f.1``, ``localhost``), or None.
+
+    Used where a proxy resolves the name, so only what the URL itself says can be
+    checked here.
+    """
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: always loopback
+        return f"{_REFUSED} {host} (loopback)"
+    try:
+        return address_refusal(str(ipaddress.ip_address(name.partition("%")[0])))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", name):  # the decimal, octal and hex forms inet_aton reads
+        try:
+            return address_refusal(socket.inet_ntoa(socket.inet_aton(name)))
+        except OSError:
+            return None
+    return None
+
+
+def _resolve(host: str, port: int) -> list[tuple]:
+    """getaddrinfo's answers for a TCP connection (a seam for the tests)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def _allowed_addresses(host: str, port: int, allow_private: bool) -> list[tuple]:
+    """Resolve ``host`` once; the answers a connection may use, or a refusal."""
+    answers = list(dict.fromkeys(_resolve(host, port)))
+    if not answers:
+        raise _Failure("unknown host")
+    if allow_private:
+        return answers
+    allowed, refusals = [], []
+    for answer in answers:
+        refusal = address_refusal(answer[4][0])
+        if refusal is None:
+            allowed.append(answer)
+        else:
+            refusals.append(refusal)
+    if not allowed:
+        raise _Failure(refusals[0])
+    return allowed
+
+
+def _pinned_connection(answers, _address, timeout=None, source_address=None):
+    """``HTTPConnection._create_connection`` for a connection pinned to ``answers``."""
+    return _open_socket(answers, timeout, source_address)
+
+
+def _open_socket(answers: list[tuple], timeout, source_address=None) -> socket.socket:
+    """Connect to the first of the checked ``answers`` that accepts, as
+    ``socket.create_connection`` would after its own lookup."""
+    error = None
+    for family, kind, proto, _canonical, sockaddr in answers:
+        sock = socket.socket(family, kind, proto)
+        try:
+            if isinstance(timeout, int | float):
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as failure:
+            sock.close()
+            error = failure
+    raise error
+
+
 class _Target(NamedTuple):
     scheme: str
     host: str
@@ -772,7 +902,7 @@ class _Connections:
         conn = self._pool().pop(key, None)
         reused = conn is not None
         if conn is None:
-            conn = self._connect(target)
+            conn = self._connect(target, deadline)
         try:
             return self._send(conn, target, key, deadline)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
@@ -780,7 +910,7 @@ class _Connections:
             if not reused:
                 raise _network_failure(error, deadline) from None
         # the server dropped an idle keep-alive connection: a new one, not a new attempt
-        conn = self._connect(target)
+        conn = self._connect(target, deadline)
         try:
             return self._send(conn, target, key, deadline)
         except (OSError, http.client.HTTPException) as error:
@@ -816,13 +946,29 @@ class _Connections:
             raise _network_failure(error, deadline) from None
         return _Exchange(conn, response, sock, key)
 
-    def _connect(self, target: _Target) -> http.client.HTTPConnection:
-        """A new, not yet opened connection (it opens on the first request)."""
+    def _connect(self, target: _Target, deadline: float) -> http.client.HTTPConnection:
+        """A new, not yet opened connection (it opens on the first request).
+
+        Without a proxy the host is resolved here, once, and the connection is pinned
+        to the checked answers; TLS still sends the host name (SNI) and checks the
+        certificate against it. Through a proxy, which resolves the name itself, only
+        an address written in the URL can be checked.
+        """
         proxy = self._proxy(target)
+        answers = None
         if proxy is None:
             host, port, auth = target.host, target.port, None
+            try:
+                answers = _allowed_addresses(host, port, self.params.allow_private)
+            except UnicodeError:  # IDNA, e.g. "a..b"
+                raise _Failure("bad URL") from None
+            except OSError as error:
+                raise _network_failure(error, deadline) from None
         else:
             host, port, auth = proxy
+            refusal = None if self.params.allow_private else _literal_refusal(target.host)
+            if refusal:
+                raise _Failure(refusal)
         if target.scheme == "https":
             conn = http.client.HTTPSConnection(host, port, context=self.tls)
             if proxy is not None:
@@ -832,6 +978,10 @@ class _Connections:
             conn = http.client.HTTPConnection(host, port)
             conn.via_proxy = proxy is not None
             conn.proxy_auth = auth
+        if answers is not None:
+            # http.client opens its socket through this attribute (its lookup and
+            # connect in one); replaced so no second lookup can pick another address
+            conn._create_connection = functools.partial(_pinned_connection, answers)
         return conn
 
     def _proxy(self, target: _Target) -> tuple[str, int, str | None] | None:

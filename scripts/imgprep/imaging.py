@@ -6,6 +6,9 @@ quality or reproducibility (benchmarks/bench_resize.py measures it):
 - JPEGs decode through libjpeg-turbo (simplejpeg), at a DCT-reduced scale (1/2,
   1/4, 1/8) when the crop still has at least the output's pixels at that scale.
   Other formats, and JPEGs simplejpeg refuses (CMYK, oddities), go through Pillow.
+- An embedded RGB ICC profile other than sRGB (Adobe RGB, Display P3, ProPhoto…) is
+  applied with littleCMS, so the stored numbers mean the same colours in sRGB, the
+  space every consumer assumes; images without one (or with sRGB) are untouched.
 - Resampling uses Pillow's filters (same kernels, same pixel-centre convention)
   but runs as banded matrix products in BLAS instead of Pillow's scalar loops.
 - The encoder's RGB->YCbCr conversion and chroma subsampling are folded into the
@@ -21,6 +24,7 @@ import functools
 import io
 import math
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass
@@ -33,11 +37,12 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import numpy as np  # noqa: E402
 import simplejpeg  # noqa: E402
-from PIL import Image, ImageFile, UnidentifiedImageError  # noqa: E402
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError  # noqa: E402
 
 __all__ = [
     "FILTERS",
     "GRAY_MATRICES",
+    "ICC_MODES",
     "MODES",
     "SUBSAMPLINGS",
     "RejectedImage",
@@ -49,6 +54,9 @@ __all__ = [
 MODES = ("stretch", "center-crop", "shorter-side", "pad", "keep")
 FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 COLORSPACES = ("rgb", "gray")
+# convert: apply an embedded non-sRGB RGB profile (to sRGB); ignore: use the numbers as
+# stored, dropping the profile (what imgprep did before, and most converters do)
+ICC_MODES = ("convert", "ignore")
 # luma weights in 1/65536: they sum to 65536 so white stays exactly white; rec601 is
 # what Pillow's convert("L") and JPEG's own Y use
 GRAY_MATRICES = {"rec601": (19595, 38470, 7471), "rec709": (13933, 46871, 4732)}
@@ -76,6 +84,7 @@ _CONFIG_KEYS = (
     "subsampling",
     "fill",
     "fast_decode",
+    "icc",
 )
 
 
@@ -97,10 +106,12 @@ class ResizeParams:
     subsampling: str = "4:2:0"
     fill: tuple[int, int, int] = (0, 0, 0)
     fast_decode: bool = True
+    icc: str = "convert"
 
     def __post_init__(self):
         for key, choices in (
             ("mode", MODES),
+            ("icc", ICC_MODES),
             ("filter", FILTERS),
             ("colorspace", COLORSPACES),
             ("gray_matrix", GRAY_MATRICES),
@@ -184,6 +195,10 @@ class ResizedImage:
     crop: tuple[float, float, float, float]  # region of the oriented source used
     pad: tuple[int, int, int, int]  # (left, top, content width, content height) on the canvas
     kept: bool  # the original bytes were stored unchanged
+    # embedded ICC profile: none, srgb (sRGB or equivalent: used as is), converted (to
+    # sRGB), ignored (resize.icc: ignore), not-applied (not an RGB profile: CMYK, gray),
+    # unusable (a profile littleCMS cannot read)
+    icc: str = "none"
 
 
 # -- entry point ------------------------------------------------------------------------
@@ -202,7 +217,8 @@ def resize_image(data: bytes, params: ResizeParams) -> ResizedImage:
     - pad: fitted inside width x height, aspect kept, centred on a width x height
       canvas of ``fill``; without upscale a smaller image is centred unscaled.
     - keep: the original bytes when they already are a clean baseline JPEG in the
-      target colorspace without rotation, otherwise a re-encode at W x H.
+      target colorspace without rotation (no data after its end marker, no colour
+      profile to apply), otherwise a re-encode at W x H.
     """
     try:
         with warnings.catch_warnings():
@@ -227,6 +243,7 @@ class _Source:
     height: int
     orientation: int
     baseline: bool  # a sequential (non-progressive) 8-bit JPEG
+    icc: bytes | None = None  # the embedded ICC profile (b"": one that is incomplete)
 
 
 def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
@@ -242,6 +259,7 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
             *image.size,
             _orientation(image),
             image.format == "JPEG" and not image.info.get("progressive"),
+            image.info.get("icc_profile"),
         )
     if source.width <= 0 or source.height <= 0:
         raise RejectedImage(f"zero-size image: {source.width}x{source.height}")
@@ -253,6 +271,9 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
         width, height = geometry.canvas
         raise RejectedImage(f"output {width}x{height} exceeds JPEG's {_JPEG_MAX_SIDE} px limit")
     gray = params.colorspace == "gray"
+    icc, to_srgb = "none", None
+    if source.icc is not None:
+        icc, to_srgb = ("ignored", None) if params.icc == "ignore" else _srgb_transform(source.icc)
 
     def result(jpeg: bytes, kept: bool = False) -> ResizedImage:
         return ResizedImage(
@@ -269,6 +290,7 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
             crop=geometry.box,
             pad=(*geometry.offset, *geometry.content),
             kept=kept,
+            icc=icc,
         )
 
     if (
@@ -277,6 +299,8 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
         and source.baseline
         and source.mode == ("L" if gray else "RGB")
         and source.orientation == 1
+        and to_srgb is None
+        and _jpeg_end(data) == len(data)
         and _jpeg_decodes(data)
     ):
         return result(data, kept=True)
@@ -287,13 +311,16 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
         reduce = _dct_reduction(geometry, source.width, source.height)
     pixels = None
     if is_jpeg and source.mode in ("RGB", "L"):
-        channels = 1 if source.mode == "L" or (gray and params.gray_matrix == "rec601") else 3
+        luma_only = gray and params.gray_matrix == "rec601" and to_srgb is None
+        channels = 1 if source.mode == "L" or luma_only else 3
         pixels = _decode_jpeg(data, channels, reduce, source.width, source.height)
     if pixels is None:
         if image is None:
             image = _open(data)
-        pixels, scale = _decode_pillow(image, params, geometry, source.orientation, reduce)
+        pixels, scale = _decode_pillow(image, params, geometry, source.orientation, reduce, to_srgb)
     else:
+        if to_srgb is not None and pixels.shape[2] == 3:
+            pixels = _pixels_to_srgb(pixels, to_srgb)
         pixels = _orient(pixels, source.orientation)
         scale = (1.0 / reduce, 1.0 / reduce)
     return result(_render(pixels, scale, geometry, params))
@@ -329,6 +356,8 @@ def _probe_jpeg(data: bytes) -> _Source | None:
     pos = 2
     orientation = 1
     frame = None
+    icc_chunks: dict[int, bytes] = {}
+    icc_count = 0
     while True:
         if pos + 4 > size:
             raise RejectedImage("truncated JPEG: the file ends inside its header")
@@ -357,6 +386,10 @@ def _probe_jpeg(data: bytes) -> _Source | None:
             orientation = _exif_orientation(body[6:])
         elif marker == 0xE2 and body[:4] == b"MPF\x00":
             return None  # multi-picture (MPO): Pillow knows the details
+        elif marker == 0xE2 and body[:12] == b"ICC_PROFILE\x00" and len(body) >= 14:
+            # the profile in numbered chunks (64 KB segments), 1..count
+            icc_chunks[body[12]] = body[14:]
+            icc_count = body[13]
         pos += 2 + length
     if frame is None:
         return None
@@ -369,7 +402,103 @@ def _probe_jpeg(data: bytes) -> _Source | None:
             f"decompression bomb: {width}x{height} pixels is more than the limit {limit}"
         )
     mode = "L" if components == 1 else "RGB"
-    return _Source("JPEG", mode, width, height, orientation, marker != _SOF_PROGRESSIVE)
+    icc = None
+    if icc_chunks:
+        complete = sorted(icc_chunks) == list(range(1, icc_count + 1))
+        icc = b"".join(icc_chunks[i] for i in sorted(icc_chunks)) if complete else b""
+    baseline = marker != _SOF_PROGRESSIVE
+    return _Source("JPEG", mode, width, height, orientation, baseline, icc)
+
+
+# a marker inside entropy-coded data: 0xFF not followed by a stuffed 0x00, a restart
+# marker or another fill byte
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """Offset just past the end-of-image marker of the JPEG at the start of ``data``
+    (less than len(data) when something is appended), or None if it has none."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, size = 2, len(data)
+    while pos + 2 <= size:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos + 2
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+            pos += 2
+            continue
+        if pos + 4 > size:
+            return None
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2:
+            return None
+        pos += 2 + length
+        if marker == 0xDA:  # the scan's entropy-coded data runs to the next marker
+            found = _MARKER_AFTER_SCAN.search(data, pos)
+            if found is None:
+                return None
+            pos = found.start()
+    return None
+
+
+# -- colour profiles ----------------------------------------------------------------------
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+# 17 levels per channel: a profile that moves none of these by more than 1 is sRGB
+_PROBE = np.stack(
+    np.meshgrid(*[np.linspace(0, 255, 17).round().astype(np.uint8)] * 3, indexing="ij"), -1
+).reshape(1, -1, 3)
+
+
+@functools.lru_cache(maxsize=32)
+def _srgb_transform(icc: bytes):
+    """(state, transform to sRGB or None) for an embedded profile; see ResizedImage.icc.
+
+    Cached: a dataset's profiles are a handful (Adobe RGB, a camera's), shared by many
+    images.
+    """
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = profile.profile.xcolor_space.strip()
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return "unusable", None
+    if space != "RGB":
+        return "not-applied", None
+    try:
+        transform = ImageCms.buildTransform(
+            profile, _SRGB, "RGB", "RGB", ImageCms.Intent.RELATIVE_COLORIMETRIC
+        )
+        probe = np.asarray(ImageCms.applyTransform(Image.fromarray(_PROBE, "RGB"), transform))
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return "unusable", None
+    if np.abs(probe.astype(np.int16) - _PROBE).max() <= 1:
+        return "srgb", None  # sRGB by another name: the numbers stay exactly as stored
+    return "converted", transform
+
+
+def _pixels_to_srgb(pixels: np.ndarray, transform) -> np.ndarray:
+    """(h, w, 3) uint8 in the profile's space -> the same in sRGB."""
+    image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
+    return np.asarray(ImageCms.applyTransform(image, transform))
+
+
+def _image_to_srgb(image: Image.Image, transform) -> Image.Image:
+    """Apply an RGB profile to a Pillow image; alpha stays as it is."""
+    mode = image.mode
+    if mode == "RGB":
+        return ImageCms.applyTransform(image, transform)
+    if mode in ("P", "PA", "RGBA", "RGBa"):
+        rgba = image.convert("RGBA")
+        converted = ImageCms.applyTransform(rgba.convert("RGB"), transform)
+        converted.putalpha(rgba.getchannel("A"))
+        return converted
+    return image  # not RGB data (gray, 16-bit): an RGB profile does not describe it
 
 
 def _exif_orientation(tiff: bytes) -> int:
@@ -538,8 +667,13 @@ def _decode_jpeg(data: bytes, channels: int, reduce: int, stored_w: int, stored_
     return pixels.reshape(want_h, want_w, channels)
 
 
-def _decode_pillow(image: Image.Image, params, geometry, orientation: int, reduce: int):
-    """Decode anything Pillow reads; return oriented (h, w, 1|3) uint8 and its (x, y) scale."""
+def _decode_pillow(
+    image: Image.Image, params, geometry, orientation: int, reduce: int, to_srgb=None
+):
+    """Decode anything Pillow reads; return oriented (h, w, 1|3) uint8 and its (x, y) scale.
+
+    ``to_srgb``: the embedded profile's transform, applied before alpha meets ``fill``
+    (which is an sRGB colour)."""
     stored_w, stored_h = image.size
     fmt = image.format
     scale = 1.0
@@ -550,6 +684,8 @@ def _decode_pillow(image: Image.Image, params, geometry, orientation: int, reduc
         elif image.size != (stored_w, stored_h):
             raise RejectedImage(f"decode error: unexpected draft size {image.size}")
     _load(image)
+    if to_srgb is not None:
+        image = _image_to_srgb(image, to_srgb)
     image = _to_rgb_or_l(image, params.fill)
     if orientation != 1:
         image = image.transpose(_TRANSPOSE[orientation])

@@ -40,6 +40,7 @@ META_COLUMNS = (
     "content_height",
     "kept",
     "nbytes",
+    "icc",
 )
 REJECT_COLUMNS = ("position", "path", "reason")
 _TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": "\n"}
@@ -195,6 +196,7 @@ def _meta_row(position: int, image: ResizedImage) -> list[str]:
         *(str(value) for value in image.pad),
         "1" if image.kept else "0",
         str(len(image.data)),
+        image.icc,
     ]
 
 

@@ -8,11 +8,20 @@ import sys
 import time
 import traceback
 
+from imgprep.atomic import remove_stale_temps
+
 
 @contextlib.contextmanager
 def rule_log(snakemake):
     """Point stdout/stderr (the file descriptors, so TensorFlow's C++ logging too) at
-    ``snakemake.log[0]``; log the traceback before re-raising."""
+    ``snakemake.log[0]``; log the traceback before re-raising.
+
+    First removes the temps a killed earlier run of this job left beside its outputs:
+    no other job writes them, and nothing else would ever delete them.
+    """
+    stale = [
+        temp for path in [*snakemake.output, *snakemake.log] for temp in remove_stale_temps(path)
+    ]
     if not snakemake.log:
         yield
         return
@@ -27,6 +36,8 @@ def rule_log(snakemake):
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 print(f"rule {snakemake.rule} wildcards {dict(snakemake.wildcards)}", end=" ")
                 print(f"threads {snakemake.threads} started {time.time():.3f}")
+                if stale:
+                    print(f"removed {len(stale)} temp files of a killed run: {stale[0]} …")
                 try:
                     yield
                 except BaseException:

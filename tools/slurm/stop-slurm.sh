@@ -3,6 +3,9 @@
 # its pid file (never by name). Jobs still running are killed with slurmd. Packages,
 # configuration, the accounting database and the logs stay; start-slurm.sh brings the
 # same cluster back.
+#
+#   tools/slurm/stop-slurm.sh                 all of them
+#   tools/slurm/stop-slurm.sh slurmd munged   only these (tests stop what they started)
 set -euo pipefail
 
 RUN=/run/slurm-local
@@ -33,8 +36,19 @@ stop() {
 	kill -9 "$pid" 2>/dev/null || true
 }
 
-stop "$RUN/slurmd.pid" slurmd
-stop "$RUN/slurmctld.pid" slurmctld
-stop "$RUN/slurmdbd.pid" slurmdbd
-stop /run/mysqld/mysqld.pid mariadbd
-stop /run/munge/munged.pid munged
+DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged) # dependents first
+declare -A PIDFILES=([slurmd]=$RUN/slurmd.pid [slurmctld]=$RUN/slurmctld.pid
+	[slurmdbd]=$RUN/slurmdbd.pid [mariadbd]=/run/mysqld/mysqld.pid [munged]=/run/munge/munged.pid)
+wanted=("$@")
+((${#wanted[@]})) || wanted=("${DAEMONS[@]}")
+for name in "${wanted[@]}"; do
+	[[ -n ${PIDFILES[$name]:-} ]] || {
+		echo "stop-slurm: error: unknown daemon $name (known: ${DAEMONS[*]})" >&2
+		exit 2
+	}
+done
+for name in "${DAEMONS[@]}"; do
+	if [[ " ${wanted[*]} " == *" $name "* ]]; then
+		stop "${PIDFILES[$name]}" "$name"
+	fi
+done
