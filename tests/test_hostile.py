@@ -200,6 +200,14 @@ def test_a_fifo_named_xml_in_a_boxes_folder_does_not_hang_the_scan(tree, tmp_pat
     assert [line.rsplit("\t", 1)[1] for line in lines if "/a_0.JPEG" in line] == ["64 48 1 2 30 40"]
 
 
+def test_a_fifo_named_as_the_boxes_archive_fails_naming_the_key(tree, tmp_path):
+    os.mkfifo(tmp_path / "boxes.tar.gz")
+    splits = {"train": {"shards": 2, "boxes": str(tmp_path / "boxes.tar.gz")}}
+    config = configure(tree, tmp_path, splits={**splits, "validation": {"shards": 1}})
+    with deadline(10), pytest.raises(ConfigError, match=r"splits.train.boxes.*\(FIFO\)"):
+        scan(config)
+
+
 def test_a_huge_box_annotation_is_skipped_unread(tmp_path):
     boxes = tmp_path / "boxes"
     boxes.mkdir()
@@ -383,3 +391,50 @@ def test_a_utf16_xml_with_an_entity_in_a_boxes_folder_is_a_problem(tmp_path):
     assert [(name, reason.split(" (")[0]) for name, reason in problems] == [
         ("n01440764_1.xml", "DTDs and entity declarations are not accepted")
     ]
+
+
+# -- the whole workflow -------------------------------------------------------------------
+
+
+def test_the_workflow_on_a_hostile_tree_accounts_for_everything(tmp_path):
+    """FIFOs, links, a sparse 2 GB image, a non-UTF-8 name and a FIFO among the box XMLs:
+    the dry run answers at once, the run finishes, records + rejects = index."""
+    import json
+
+    from test_workflow import new_workdir, snakemake, write_config
+
+    work = new_workdir(tmp_path / "w")
+    cls = work / "sample" / "train" / "n02123045"
+    os.mkfifo(cls / "fifo.JPEG")
+    (cls / "zero.JPEG").symlink_to("/dev/zero")
+    (cls / "loop").symlink_to(".")
+    (cls / "leak").symlink_to("../../validation/n04266014")
+    (cls / BAD_NAME).write_bytes(jpeg_bytes(seed=3))
+    with open(cls / "sparse.JPEG", "wb") as handle:
+        handle.truncate(2 * 1024**3)
+    boxes = work / "boxes"
+    boxes.mkdir()
+    os.mkfifo(boxes / "n02123045_1.xml")
+    write_config(work, splits={"train": {"dir": "train", "shards": 4, "boxes": "boxes"}})
+    started = time.perf_counter()
+    snakemake(work, "-n")
+    dry_run = time.perf_counter() - started
+    assert dry_run < 60
+    snakemake(work, "--cores", "2")
+    summary = json.loads((work / "results" / "summary.json").read_text())
+    train = summary["splits"]["train"]
+    assert (train["images"], train["rejects"]) == (44, 1)
+    assert train["schemas"]["imagenet"]["records"] == 43
+    rejects = read_tsv(work / "results" / "rejects.tsv")
+    assert dict(zip(rejects["path"], rejects["reason"], strict=True))[
+        "sample/train/n02123045/sparse.JPEG"
+    ].startswith("too large: 2147483648 bytes")
+    ignored = read_tsv(work / "results" / "index" / "ignored.tsv")
+    reasons = dict(zip(ignored["path"], ignored["reason"], strict=True))
+    prefix = "train/n02123045/"
+    assert reasons[prefix + "fifo.JPEG"] == "not a regular file (FIFO)"
+    assert reasons[prefix + "zero.JPEG"].startswith("symlink, not followed")
+    assert reasons[prefix + "loop"].startswith("symlink, not followed")
+    assert reasons[prefix + "leak"].startswith("symlink, not followed")
+    assert reasons[prefix + "bad\\xffname.JPEG"].startswith("name is not valid UTF-8")
+    assert reasons["boxes:n02123045_1.xml"].endswith("not a regular file (FIFO)")

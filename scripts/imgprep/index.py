@@ -317,7 +317,10 @@ def _voc_boxes(config: dict, split: str, ignored: list) -> dict:
     from imgprep.boxes import read_voc_boxes
 
     max_bytes = config["source"]["max_file_bytes"]
-    boxes, problems = read_voc_boxes(source, cache_dir(config["results"]), max_bytes)
+    try:
+        boxes, problems = read_voc_boxes(source, cache_dir(config["results"]), max_bytes)
+    except (ValueError, OSError) as error:  # not a folder or readable archive
+        raise ConfigError(f"config key 'splits.{split}.boxes': {shown(str(error))}") from None
     ignored.extend(
         (f"{source}:{member}", f"box annotation skipped: {why}") for member, why in problems
     )
