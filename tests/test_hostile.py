@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from helpers import base_config, jpeg_bytes, make_tree
@@ -279,13 +282,11 @@ def test_an_unreadable_class_folder_is_listed_not_a_traceback(tree, tmp_path, mo
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 def test_an_unreadable_folder_as_another_user(tmp_path):
     """chmod 000 for real: root reads anything, so the scan runs as nobody in a child."""
-    import tempfile
-
     top = tempfile.mkdtemp(prefix="imgprep-eacces-", dir="/tmp")
     try:
         os.chmod(top, 0o755)
         root = os.path.join(top, "src")
-        make_tree(__import__("pathlib").Path(root), LAYOUT)
+        make_tree(Path(root), LAYOUT)
         for folder, _, _ in os.walk(top):
             os.chmod(folder, 0o755)
         os.chmod(os.path.join(root, "train", "b"), 0o000)
@@ -310,7 +311,7 @@ def test_an_unreadable_folder_as_another_user(tmp_path):
         assert text == "3\nunreadable folder: Permission denied"
     finally:
         os.chmod(os.path.join(top, "src", "train", "b"), 0o755)
-        __import__("shutil").rmtree(top)
+        shutil.rmtree(top)
 
 
 # -- tars -------------------------------------------------------------------------------
