@@ -110,6 +110,15 @@ def resize_inputs(wildcards):
     return inputs
 
 
+def source_read_params():
+    """How resize_shard reads source files: the byte cap, and symlinks followed only for a
+    manifest, which names its files (a folder scan never indexes a symlink)."""
+    return {
+        "max_file_bytes": config["source"]["max_file_bytes"],
+        "follow_symlinks": config["source"]["type"] == "manifest",
+    }
+
+
 def embed_params():
     """What the embeddings depend on (lab_size and in_records do not change them)."""
     keys = ("model", "weights", "output", "input_size", "batch_size", "seed")

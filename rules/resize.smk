@@ -14,5 +14,6 @@ rule resize_shard:
     threads: stage_threads("resize")
     params:
         resize=config["resize"],
+        source=source_read_params(),
     script:
         "../scripts/resize_shard.py"

@@ -4,6 +4,7 @@ from imgprep.imaging import ResizeParams
 from imgprep.index import read_shard_index
 from imgprep.resize import resize_shard
 from imgprep.rulelog import rule_log
+from imgprep.sourcefile import ReadLimits
 
 with rule_log(snakemake):
     members = read_shard_index(snakemake.input.index)
@@ -20,5 +21,6 @@ with rule_log(snakemake):
         snakemake.output.rejects,
         threads=snakemake.threads,
         downloads=downloads,
+        limits=ReadLimits.from_config(snakemake.params.source),
     )
     print(f"{len(members)} images: {resized} resized, {rejected} rejected")

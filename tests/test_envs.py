@@ -25,6 +25,7 @@ PACKAGES = {
     "numba": "numba",
     "keras": "keras",
     "boto3": "boto3",
+    "defusedxml": "defusedxml",
 }
 RULE = re.compile(r"^rule (\w+):(.*?)(?=^rule |\Z)", re.S | re.M)
 

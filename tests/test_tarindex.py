@@ -116,9 +116,9 @@ def spy_on_list_tar(monkeypatch) -> list:
     calls = []
     real = tarindex.list_tar
 
-    def spy(path, nested):
+    def spy(path, nested, skipped=None):
         calls.append(path)
-        return real(path, nested)
+        return real(path, nested, skipped)
 
     monkeypatch.setattr(tarindex, "list_tar", spy)
     return calls
@@ -558,8 +558,8 @@ def test_tar_changing_while_listed_is_refused(tmp_path, monkeypatch):
     make_val_tar(path)
     real = tarindex.list_tar
 
-    def list_then_touch(tar_path, nested):
-        members = real(tar_path, nested)
+    def list_then_touch(tar_path, nested, skipped=None):
+        members = real(tar_path, nested, skipped)
         stat = os.stat(tar_path)
         os.utime(tar_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
         return members

@@ -15,7 +15,8 @@ Coordinates are positions on a continuous plane, pixel i spanning [i, i + 1): a 
 (x1, y1, x2, y2) is normalized as x1 / width etc., without the +-1 some VOC tools add
 (ImageNet's coordinates are divided by the size as they are in the TF models scripts).
 
-Only the standard library is imported: the index imports this module at parse time.
+Only the standard library and defusedxml (pure Python) are imported: the index imports
+this module at parse time.
 """
 
 from __future__ import annotations
@@ -30,13 +31,26 @@ import math
 import numbers
 import os
 import re
+import stat as stat_module
 import tarfile
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
+
+import defusedxml.ElementTree as SafeElementTree
+from defusedxml import DefusedXmlException
 
 from imgprep.atomic import atomic_write
+from imgprep.sourcefile import (
+    DEFAULT_MAX_FILE_BYTES,
+    SYMLINK_NOT_FOLLOWED,
+    check_size,
+    not_regular_reason,
+    open_regular,
+    open_source,
+    read_file,
+)
 
 __all__ = [
     "BoxGeometry",
@@ -57,7 +71,7 @@ Box = tuple[float, float, float, float]
 _IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _INT = re.compile(r"[+-]?\d+")
 # bump when the cache's content or layout changes: old caches are then rebuilt
-_CACHE_VERSION = "imgprep-voc-boxes-1"
+_CACHE_VERSION = "imgprep-voc-boxes-2"
 _PROBLEM = "!"  # first field of a cache line that records a problem, never a stem
 
 
@@ -154,11 +168,15 @@ def parse_voc_xml(data: bytes, fallback_stem: str | None = None) -> tuple[str, R
     (``%s``, left in some ImageNet train XMLs). A missing or zero ``<size>`` gives a
     0 x 0 reference: the boxes then refer to the image's real size.
     """
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise ValueError("DTDs and entity declarations are not accepted")
     try:
-        root = ElementTree.fromstring(data)
-    except ElementTree.ParseError as error:
+        # defusedxml, whatever the encoding (a hand check for "<!ENTITY" misses UTF-16):
+        # no DTD, so no entity expansion (billion laughs) and no external references
+        root = SafeElementTree.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as error:
+        raise ValueError(
+            f"DTDs and entity declarations are not accepted ({type(error).__name__})"
+        ) from None
+    except ParseError as error:
         raise ValueError(f"not well-formed XML: {error}") from None
     if root.tag != "annotation":
         raise ValueError(f"root element is <{root.tag}>, not <annotation>")
@@ -206,7 +224,9 @@ def _xml_number(parent, tag: str) -> Number | None:
         raise ValueError(f"<{tag}>: {error}") from None
 
 
-def read_voc_boxes(source, cache_dir) -> tuple[dict[str, RawBoxes], list[tuple[str, str]]]:
+def read_voc_boxes(
+    source, cache_dir, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> tuple[dict[str, RawBoxes], list[tuple[str, str]]]:
     """All boxes of a folder of VOC XMLs or an archive of them, keyed by image stem.
 
     Returns (boxes, problems): problems are (member, reason) for XMLs that were
@@ -219,70 +239,117 @@ def read_voc_boxes(source, cache_dir) -> tuple[dict[str, RawBoxes], list[tuple[s
     snakemake invocation, so the result is cached in ``cache_dir``, keyed by the
     source's path and a fingerprint of its content (an archive's size and mtime; a
     folder's XML names, count, total size and newest mtime).
+
+    Only regular files are read, each at most ``max_bytes``: a FIFO, a device, a symlink
+    (not followed, as in the image scan) or an unreadable subfolder is a problem, never
+    opened, so a FIFO named ``.xml`` cannot hang the scan (which even ``snakemake -n`` runs).
     """
     source = Path(source).absolute()
+    skipped: list[tuple[str, str]] = []
     if source.is_dir():
-        xml_files = _xml_files(source)
-        fingerprint = _folder_fingerprint(source, xml_files)
-        members = ((name, (source / name).read_bytes) for name in xml_files)
+        xml_files = _xml_files(source, skipped)
+        fingerprint = _folder_fingerprint(xml_files)
+        members = (
+            (name, lambda name=name: read_file(source / name, max_bytes, follow_symlinks=False))
+            for name, _ in xml_files
+        )
     elif source.is_file():
         stat = source.stat()
         fingerprint = f"archive {stat.st_size} {stat.st_mtime_ns}"
-        members = _archive_members(source)
+        members = _archive_members(source, max_bytes)
+    elif source.exists():
+        raise ValueError(
+            f"box annotations: {source} is {not_regular_reason(source.stat().st_mode)}"
+        )
     else:
         raise FileNotFoundError(f"box annotations: no such file or folder: {source}")
     digest = hashlib.sha256(str(source).encode("utf-8", "surrogateescape")).hexdigest()[:24]
     cache_path = Path(cache_dir) / f"voc-boxes-{digest}.tsv"
-    header = f"{_CACHE_VERSION}\t{source}\t{fingerprint}"
+    header = f"{_CACHE_VERSION}\t{source}\t{fingerprint}\tmax_bytes={max_bytes}"
     cached = _load_cache(cache_path, header)
-    if cached is not None:
-        return cached
-    boxes, problems = _parse_members(members)
-    _write_cache(cache_path, header, boxes, problems)
-    return boxes, problems
+    if cached is None:
+        cached = _parse_members(members)
+        _write_cache(cache_path, header, *cached)
+    boxes, problems = cached
+    return boxes, sorted(skipped) + problems
 
 
-def _xml_files(folder: Path) -> list[str]:
-    """Relative paths of the ``*.xml`` files below ``folder``, sorted."""
+def _xml_files(folder: Path, skipped: list) -> list[tuple[str, os.stat_result]]:
+    """(relative path, lstat) of the regular ``*.xml`` files below ``folder``, sorted.
+
+    Symlinked folders are not descended; XML names that are symlinks or not regular
+    files, and folders that cannot be listed, go to ``skipped`` as (path, reason).
+    """
     found = []
-    for top, dirs, files in os.walk(folder):
-        dirs.sort()
+
+    def unreadable(error: OSError) -> None:
+        rel = os.path.relpath(error.filename, folder)
+        skipped.append((rel, f"unreadable folder: {error.strerror}"))
+
+    for top, dirs, files in os.walk(folder, onerror=unreadable):
         rel = os.path.relpath(top, folder)
+        prefix = "" if rel == "." else f"{rel}/"
+        for name in dirs:
+            if os.path.islink(os.path.join(top, name)):
+                skipped.append((prefix + name, f"{SYMLINK_NOT_FOLLOWED} (a folder)"))
+        dirs.sort()
         for name in files:
-            if name.lower().endswith(".xml"):
-                found.append(name if rel == "." else f"{rel}/{name}")
+            if not name.lower().endswith(".xml"):
+                continue
+            try:
+                stat = os.lstat(os.path.join(top, name))
+            except OSError as error:
+                skipped.append((prefix + name, f"unreadable: {error.strerror}"))
+                continue
+            if stat_module.S_ISLNK(stat.st_mode):
+                skipped.append((prefix + name, SYMLINK_NOT_FOLLOWED))
+            elif not stat_module.S_ISREG(stat.st_mode):
+                skipped.append((prefix + name, not_regular_reason(stat.st_mode)))
+            else:
+                found.append((prefix + name, stat))
     found.sort()
     return found
 
 
-def _folder_fingerprint(folder: Path, names: list[str]) -> str:
+def _folder_fingerprint(files: list[tuple[str, os.stat_result]]) -> str:
     """Changes whenever an XML is added, removed, renamed, resized or rewritten."""
-    total = newest = 0
-    for name in names:
-        stat = os.stat(folder / name)
-        total += stat.st_size
-        newest = max(newest, stat.st_mtime_ns)
+    total = sum(stat.st_size for _, stat in files)
+    newest = max((stat.st_mtime_ns for _, stat in files), default=0)
+    names = [name for name, _ in files]
     listing = hashlib.sha256("\n".join(names).encode("utf-8", "surrogateescape")).hexdigest()
     return f"folder {len(names)} {total} {newest} {listing[:24]}"
 
 
-def _archive_members(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+def _archive_members(path: Path, max_bytes: int) -> Iterator[tuple[str, Callable[[], bytes]]]:
     """(member name, reader) of the archive's XML files, streamed in archive order.
 
     tarfile alone takes an archive cut at a member boundary for a complete one, and
     its gzip reader skips the trailer's check: a truncated download would lose boxes
     without a word. So the decompressor is chosen here (these raise on a cut stream),
-    the stream is read to its end, and the end-of-archive block must be there.
+    the stream is read to its end, and the end-of-archive block must be there. A link
+    member or one over ``max_bytes`` is a problem (its reader raises), never read.
     """
     try:
-        with open(path, "rb") as raw, contextlib.ExitStack() as stack:
+        with os.fdopen(open_regular(path)[0], "rb") as raw, contextlib.ExitStack() as stack:
             magic = raw.read(6)
             raw.seek(0)
             opener = next((o for m, o in _DECOMPRESSORS if magic.startswith(m)), None)
             stream = _CountingReader(stack.enter_context(opener(raw)) if opener else raw)
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
-                    if member.isfile() and member.name.lower().endswith(".xml"):
+                    if not member.name.lower().endswith(".xml"):
+                        continue
+                    if member.issym() or member.islnk():
+                        kind = "symlink" if member.issym() else "hard link"
+                        yield member.name, _refuse(f"{kind} member, not read")
+                    elif not member.isfile():
+                        continue
+                    elif member.size > max_bytes:
+                        try:
+                            check_size(member.size, max_bytes)
+                        except OSError as error:
+                            yield member.name, _refuse(str(error))
+                    else:
                         data = tar.extractfile(member).read()
                         yield member.name, lambda data=data: data
                 end = tar.offset
@@ -292,6 +359,13 @@ def _archive_members(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
                 raise EOFError("no end-of-archive block: the file is truncated")
     except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as error:
         raise ValueError(f"box annotations: cannot read archive {path}: {error}") from None
+
+
+def _refuse(reason: str) -> Callable[[], bytes]:
+    def read() -> bytes:
+        raise ValueError(reason)
+
+    return read
 
 
 _DECOMPRESSORS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
@@ -383,7 +457,7 @@ def read_kaggle_solution(csv_path) -> tuple[dict[str, str], dict[str, RawBoxes]]
     """
     synsets: dict[str, str] = {}
     boxes: dict[str, RawBoxes] = {}
-    with open(csv_path, newline="", encoding="utf-8") as handle:
+    with open_source(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or [cell.strip() for cell in header] != ["ImageId", "PredictionString"]:

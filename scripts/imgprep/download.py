@@ -43,6 +43,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from PIL import Image, UnidentifiedImageError
 
 from imgprep.atomic import atomic_write, reproducible_tar_info
+from imgprep.sourcefile import open_source
 
 __all__ = [
     "STATUS_COLUMNS",
@@ -94,7 +95,7 @@ def parse_url_list(path) -> tuple[list[UrlEntry], list[tuple[int, str]]]:
     seen: set[str] = set()
     wnids: dict[str, str] = {}  # one string object per wnid, not one per line
     fast_line = _PLAIN_ASCII_LINE.fullmatch
-    with open(path, "rb") as handle, _no_gc():
+    with open_source(path, "rb") as handle, _no_gc():
         for lineno, raw in enumerate(handle, 1):
             match = fast_line(raw)
             if match is not None:  # almost every line: one regex, no other parsing

@@ -7,6 +7,7 @@ that shard re-runs, and the scheduler never has to stat a million source files.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import math
@@ -16,12 +17,23 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISDIR
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from imgprep.atomic import write_bytes_if_changed
 from imgprep.config import ConfigError, split_dir
 from imgprep.s3 import is_s3_url
 from imgprep.s3_index import index_folders as index_s3_folders
+from imgprep.sourcefile import (
+    HIDDEN,
+    NOT_AN_IMAGE_EXTENSION,
+    NOT_UTF8,
+    SYMLINK_NOT_FOLLOWED,
+    TAB_OR_NEWLINE,
+    is_utf8,
+    not_regular_reason,
+    open_source,
+    shown,
+)
 from imgprep.tarindex import MEMBER_SEPARATOR
 
 # offset: where the image's bytes start inside the file before "!/" in path (a tar
@@ -76,30 +88,61 @@ def ignored_path(results) -> Path:
     return index_dir(results) / "ignored.tsv"
 
 
-def _walk(top: str, rel: str, extensions: frozenset, found: list, ignored: list) -> None:
-    """Collect (relpath, size, mtime_ns) of image files below one class folder.
+def _entries(top: str, prefix: str, ignored: list, names=None):
+    """(relpath, path, lstat) of the folders and regular files in folder ``top``.
 
-    listdir + stat: one syscall per file, measured faster here than scandir's entries.
+    Nothing else is ever opened: hidden entries, names that are not UTF-8 or hold a tab or
+    line break, symlinks (never followed: a link to ``.`` would multiply the images, one
+    to another split's folder leak them into this one), FIFOs, sockets and devices go to
+    ``ignored`` with the reason, relpath being ``prefix + name``. An unreadable folder is
+    listed there too. lstat costs what stat did: one syscall per entry.
     """
-    for name in os.listdir(top):
-        relpath = f"{rel}/{name}"
+    if names is None:
+        try:
+            names = os.listdir(top)
+        except OSError as error:
+            ignored.append((prefix.rstrip("/") or ".", f"unreadable folder: {error.strerror}"))
+            return
+    for name in names:
+        relpath = prefix + name
         if name.startswith("."):
-            ignored.append((relpath, "hidden file"))
+            ignored.append((relpath, HIDDEN))
+            continue
+        if not is_utf8(name):
+            ignored.append((relpath, NOT_UTF8))
+            continue
+        if "\t" in name or "\n" in name or "\r" in name:
+            ignored.append((relpath, TAB_OR_NEWLINE))
             continue
         path = f"{top}/{name}"
         try:
-            stat = os.stat(path)
+            stat = os.lstat(path)
         except OSError as error:
             ignored.append((relpath, f"unreadable: {error.strerror}"))
             continue
+        if S_ISLNK(stat.st_mode):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            ignored.append((relpath, f"{SYMLINK_NOT_FOLLOWED} (to {target})"))
+        elif S_ISDIR(stat.st_mode) or S_ISREG(stat.st_mode):
+            yield relpath, path, stat
+        else:
+            ignored.append((relpath, not_regular_reason(stat.st_mode)))
+
+
+def _is_image_name(name: str, extensions: frozenset) -> bool:
+    return "." in name and name.rpartition(".")[2].lower() in extensions
+
+
+def _walk(top: str, rel: str, extensions: frozenset, found: list, ignored: list) -> None:
+    """Collect (relpath, size, mtime_ns) of the image files below one class folder."""
+    for relpath, path, stat in _entries(top, f"{rel}/", ignored):
         if S_ISDIR(stat.st_mode):
             _walk(path, relpath, extensions, found, ignored)
-        elif "\t" in name or "\n" in name or "\r" in name:
-            ignored.append(
-                (relpath.replace("\t", " ").replace("\n", " "), "tab or newline in name")
-            )
-        elif "." not in name or name.rpartition(".")[2].lower() not in extensions:
-            ignored.append((relpath, "not an image extension"))
+        elif not _is_image_name(relpath.rpartition("/")[2], extensions):
+            ignored.append((relpath, NOT_AN_IMAGE_EXTENSION))
         else:
             found.append((relpath, stat.st_size, stat.st_mtime_ns))
 
@@ -144,12 +187,10 @@ def _index_tree(root: Path, extensions, seed: int, plan: tuple) -> tuple[list, l
     rows: list = []
     ignored: list = []
     tasks = []
-    for name in sorted(os.listdir(root)):
-        path = root / name
-        if name.startswith("."):
-            ignored.append((name, "hidden file"))
-        elif path.is_dir():
-            tasks.append((str(path), name, str(root), extensions, seed, plan))
+    names = sorted(os.listdir(root))  # an unreadable split folder: the caller names the key
+    for name, path, stat in _entries(str(root), "", ignored, names):
+        if S_ISDIR(stat.st_mode):
+            tasks.append((path, name, str(root), extensions, seed, plan))
         else:
             ignored.append((name, "not inside a class folder"))
     workers = min(os.cpu_count() or 1, len(tasks) // PARALLEL_FOLDERS)
@@ -191,8 +232,16 @@ def _index_manifest(config: dict) -> tuple[list, list, set]:
     delimiter = "\t" if manifest.suffix.lower() in (".tsv", ".tab") else ","
     key = "config key 'source.manifest'"
     place = _placer(config["seed"])
+    try:
+        return _read_manifest(manifest, base, delimiter, splits, place)
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{key}: {manifest} is not UTF-8 text: {error}") from None
+
+
+def _read_manifest(manifest: Path, base: Path, delimiter: str, splits: dict, place):
+    key = "config key 'source.manifest'"
     rows, ignored, classes, seen = [], [], set(), {}
-    with open(manifest, newline="", encoding="utf-8") as handle:
+    with open_source(manifest, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         columns = set(reader.fieldnames or ())
         if not {"path", "label"} <= columns:
@@ -267,7 +316,11 @@ def _voc_boxes(config: dict, split: str, ignored: list) -> dict:
         return {}
     from imgprep.boxes import read_voc_boxes
 
-    boxes, problems = read_voc_boxes(source, cache_dir(config["results"]))
+    max_bytes = config["source"]["max_file_bytes"]
+    try:
+        boxes, problems = read_voc_boxes(source, cache_dir(config["results"]), max_bytes)
+    except (ValueError, OSError) as error:  # not a folder or readable archive
+        raise ConfigError(f"config key 'splits.{split}.boxes': {shown(str(error))}") from None
     ignored.extend(
         (f"{source}:{member}", f"box annotation skipped: {why}") for member, why in problems
     )
@@ -342,25 +395,33 @@ def _index_flat(folder: Path, split: str, config, extensions, labels, ignored, w
     an image without a label is ignored for the reason ``why``."""
     place, plan = _placer(config["seed"]), _single_plan(config, split)
     rows = []
-    for name in sorted(os.listdir(folder)):
-        stem, _, ext = name.rpartition(".")
-        where = f"{folder.name}/{name}"
-        if name.startswith(".") or ext.lower() not in extensions:
-            ignored.append((where, "not an image extension"))
+    names = sorted(os.listdir(folder))
+    for where, path, stat in _entries(str(folder), f"{folder.name}/", ignored, names):
+        name = where.rpartition("/")[2]
+        stem = name.rpartition(".")[0]
+        if S_ISDIR(stat.st_mode):
+            ignored.append((where, "folder in a flat split folder, not descended"))
+        elif not _is_image_name(name, extensions):
+            ignored.append((where, NOT_AN_IMAGE_EXTENSION))
         elif labels is not None and stem not in labels:
             ignored.append((where, why))
         else:
-            stat = os.stat(folder / name)
             cls = labels[stem] if labels is not None else ""
             _, shard, order = place(where, plan)
-            line = f"{folder}/{name}\t{cls}\t{stat.st_size}\t{stat.st_mtime_ns}\t-1\t"
+            line = f"{path}\t{cls}\t{stat.st_size}\t{stat.st_mtime_ns}\t-1\t"
             rows.append((split, shard, order, line))
     return rows
 
 
-def _read_lines(path) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        return [line.strip() for line in handle if line.strip()]
+def _read_lines(path, key: str) -> list[str]:
+    """The non-empty lines of a list the config names under ``key``."""
+    try:
+        with open_source(path, encoding="utf-8") as handle:
+            return [line.strip() for line in handle if line.strip()]
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config key '{key}': {path} is not UTF-8 text: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config key '{key}': cannot read {path}: {error}") from None
 
 
 def _index_tars(config: dict, extensions) -> tuple[list, list, set]:
@@ -378,25 +439,36 @@ def _index_tars(config: dict, extensions) -> tuple[list, list, set]:
     for split, spec in config["splits"].items():
         key = f"config key 'splits.{split}.tar'"
         tar = (root / spec["tar"]).resolve()
+        skipped: list = []
         try:
             stat = os.stat(tar)
-            members = cached_list_tar(tar, True, seed_cache)
+            members = cached_list_tar(tar, True, seed_cache, skipped)
         except FileNotFoundError:
             raise ConfigError(f"{key}: file not found: {tar}") from None
-        except TarIndexError as error:
+        except (TarIndexError, OSError) as error:
             raise ConfigError(f"{key}: {error}") from None
+        ignored += [(f"{spec['tar']}!/{name}", reason) for name, reason in skipped]
         images = []
         for member in members:
-            ext = member.name.rpartition(".")[2].lower()
-            if "\t" in member.name or "\n" in member.name or "\r" in member.name:
-                ignored.append((f"{spec['tar']}!/{member.name!r}", "tab or newline in name"))
-            elif ext not in extensions or member.name.rpartition("/")[2].startswith("."):
-                ignored.append((f"{spec['tar']}!/{member.name}", "not an image extension"))
+            where = f"{spec['tar']}!/{member.name}"
+            if not is_utf8(member.name):
+                ignored.append((where, NOT_UTF8))
+            elif "\t" in member.name or "\n" in member.name or "\r" in member.name:
+                ignored.append((where, TAB_OR_NEWLINE))
+            elif not _is_image_name(member.name, extensions) or _is_hidden(member.name):
+                ignored.append((where, NOT_AN_IMAGE_EXTENSION))
             else:
                 images.append(member)
         nested = any(".tar/" in member.name.lower() for member in images)
         if nested:
-            labels = {m.name: m.name.partition("/")[0].rpartition(".")[0] for m in images}
+            labels = {}
+            for member in images:
+                cls, why = _inner_tar_class(member.name)
+                if cls is None:
+                    ignored.append((f"{spec['tar']}!/{member.name}", why))
+                else:
+                    labels[member.name] = cls
+            images = [member for member in images if member.name in labels]
         elif spec.get("labels"):
             labels = _flat_labels(split, spec["labels"], root, images)
         else:
@@ -416,13 +488,35 @@ def _index_tars(config: dict, extensions) -> tuple[list, list, set]:
     return rows, ignored, classes
 
 
+def _is_hidden(name: str) -> bool:
+    return name.rpartition("/")[2].startswith(".")
+
+
+def _inner_tar_class(name: str) -> tuple[str | None, str]:
+    """(class, "") of a member of a tar of class tars: the inner tar's base name without
+    ``.tar`` (``n01440764.tar/x.JPEG`` -> ``n01440764``); (None, reason) when the member is
+    not inside a class tar or that tar's name is absolute or climbs out with ``..`` (a
+    class ``.`` or an unlabelled image would be silently wrong)."""
+    at = name.lower().find(".tar/")
+    if at < 0:
+        return None, "not inside a class tar (a tar of class tars)"
+    inner = name[: at + len(".tar")]
+    parts = inner.split("/")
+    if inner.startswith("/") or ".." in parts:
+        return None, f"inner tar name {inner!r} is absolute or has '..': no class taken from it"
+    cls = parts[-1][: -len(".tar")]
+    if not cls.strip("."):
+        return None, f"inner tar name {inner!r} gives no class"
+    return cls, ""
+
+
 def _flat_labels(split: str, labels_file: str, root: Path, images: list) -> dict[str, str]:
     """imagenet_2012_validation_synset_labels.txt: line i labels the i-th file by name."""
     key = f"config key 'splits.{split}.labels'"
     path = root / labels_file
     if not path.is_file():
         raise ConfigError(f"{key}: file not found: {path}")
-    synsets = _read_lines(path)
+    synsets = _read_lines(path, f"splits.{split}.labels")
     names = sorted(m.name for m in images)
     if len(synsets) != len(names):
         raise ConfigError(
@@ -453,6 +547,20 @@ def _index_urls(config: dict) -> tuple[list, list, set]:
     return rows, ignored, classes
 
 
+@contextlib.contextmanager
+def _listing(key: str, folder):
+    """A split folder the config names that cannot be listed fails naming the key (its
+    subfolders that cannot be listed are only listed in ignored.tsv)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None or error.strerror is None:
+            raise
+        raise ConfigError(
+            f"config key '{key}': cannot read {shown(str(error.filename))}: {error.strerror}"
+        ) from None
+
+
 def scan(config: dict) -> ScanResult:
     """Walk the source; assign every image a split, a shard and a place in it."""
     started = time.perf_counter()
@@ -468,7 +576,8 @@ def scan(config: dict) -> ScanResult:
         rows, ignored, classes = _index_manifest(config)
     elif source["type"] == "kaggle":
         root = Path(source["root"])
-        rows, ignored, classes = _index_kaggle(config, extensions)
+        with _listing("source.root", root):
+            rows, ignored, classes = _index_kaggle(config, extensions)
     elif source["type"] == "tars":
         root = Path(source["root"])
         rows, ignored, classes = _index_tars(config, extensions)
@@ -486,14 +595,16 @@ def scan(config: dict) -> ScanResult:
             if not folder.is_dir():
                 raise ConfigError(f"config key 'splits.{name}.dir': folder not found: {folder}")
             plan = ((name, 1.0, split["shards"]),)
-            found, skipped, found_classes = _index_tree(folder, extensions, seed, plan)
+            with _listing(f"splits.{name}.dir", folder):
+                found, skipped, found_classes = _index_tree(folder, extensions, seed, plan)
             prefix = folder.relative_to(root).as_posix()
             rows.extend(_with_boxes(found, _voc_boxes(config, name, ignored)))
             classes |= found_classes
             ignored.extend((f"{prefix}/{path}", reason) for path, reason in skipped)
     else:
         root = Path(source["root"])
-        rows, ignored, classes = _index_tree(root, extensions, seed, _fraction_plan(splits))
+        with _listing("source.root", root):
+            rows, ignored, classes = _index_tree(root, extensions, seed, _fraction_plan(splits))
         boxes = {}
         for name in splits:
             boxes.update(_voc_boxes(config, name, ignored))
@@ -522,12 +633,9 @@ def scan(config: dict) -> ScanResult:
 def read_synsets(path) -> dict[str, str]:
     """``n01440764 tench, Tinca tinca`` lines -> {synset: text}."""
     texts = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if line:
-                synset, _, text = line.partition(" ")
-                texts[synset] = text.strip()
+    for line in _read_lines(path, "labels.synsets"):
+        synset, _, text = line.partition(" ")
+        texts[synset] = text.strip()
     return texts
 
 
@@ -535,7 +643,7 @@ def build_label_map(config: dict, classes: list[str]) -> list[tuple[int, int, st
     """One label map for every split: the labels file's order, else sorted class names."""
     labels_cfg = config["labels"]
     if labels_cfg["file"]:
-        names = _read_lines(labels_cfg["file"])
+        names = _read_lines(labels_cfg["file"], "labels.file")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"config key 'labels.file': duplicate classes {dupes[:5]}")
@@ -577,7 +685,8 @@ def write_index(config: dict, result: ScanResult) -> ScanResult:
                 changed.append(f"{split}/{stale.name} (removed)")
     if write_bytes_if_changed(labels_path(results), _tsv(LABEL_COLUMNS, result.labels)):
         changed.append("labels.tsv")
-    if write_bytes_if_changed(ignored_path(results), _tsv(IGNORED_COLUMNS, result.ignored)):
+    ignored = [(shown(path), shown(reason)) for path, reason in result.ignored]
+    if write_bytes_if_changed(ignored_path(results), _tsv(IGNORED_COLUMNS, ignored)):
         changed.append("ignored.tsv")
     result.changed = changed
     return result

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from imgprep.atomic import atomic_write, reproducible_tar_info
 from imgprep.imaging import RejectedImage, ResizedImage, ResizeParams, resize_image
 from imgprep.s3 import is_s3_url, read_object
+from imgprep.sourcefile import ReadLimits, UnsafeSourceError, check_size, read_file
 
 __all__ = ["META_COLUMNS", "REJECT_COLUMNS", "member_name", "read_resized", "resize_shard"]
 
@@ -58,13 +59,16 @@ def resize_shard(
     rejects_path,
     threads: int = 1,
     downloads: dict | None = None,
+    limits: ReadLimits | None = None,
 ) -> tuple[int, int]:
     """Resize ``sources`` (position i is sources[i]); return (resized, rejected) counts.
 
     A source is a path, or (path, offset, size) for an image read in place from a tar
     (offset -1: the whole file). ``downloads`` (URL sources) maps a position to the
     downloaded bytes, or to the reason the download failed; such positions are not read
-    from ``path`` at all.
+    from ``path`` at all. ``limits`` caps the bytes read per source file and says whether
+    a symlink is followed (imgprep.sourcefile); a file that is not regular or is too large
+    becomes a reject with that reason.
 
     Writes, each atomically: ``tar_path`` (uncompressed tar, ``{position:06d}.jpg``
     members in position order), ``meta_path`` (one TSV row per stored image) and
@@ -84,7 +88,7 @@ def resize_shard(
         )
         meta.write("\t".join(META_COLUMNS) + "\n")
         rejects.write("\t".join(REJECT_COLUMNS) + "\n")
-        for position, image, reason in _results(items, params, threads):
+        for position, image, reason in _results(items, params, threads, limits or ReadLimits()):
             if image is None:
                 rejects.write(f"{position}\t{_clean(paths[position])}\t{_clean(reason)}\n")
                 rejected += 1
@@ -110,11 +114,12 @@ def read_resized(tar_path) -> Iterator[tuple[int, bytes]]:
 # -- the work of one image --------------------------------------------------------------
 
 _WORKER_PARAMS: ResizeParams | None = None
+_WORKER_LIMITS = ReadLimits()
 
 
-def _init_worker(params: ResizeParams) -> None:
-    global _WORKER_PARAMS
-    _WORKER_PARAMS = params
+def _init_worker(params: ResizeParams, limits: ReadLimits) -> None:
+    global _WORKER_PARAMS, _WORKER_LIMITS
+    _WORKER_PARAMS, _WORKER_LIMITS = params, limits
 
 
 def _item(position: int, source, downloads: dict | None) -> tuple:
@@ -126,16 +131,26 @@ def _item(position: int, source, downloads: dict | None) -> tuple:
     return position, str(path), int(offset), int(size), payload
 
 
-def read_source_bytes(path: str, offset: int = -1, size: int = -1) -> bytes:
-    """An indexed image's bytes: the whole file or S3 object, or a tar member read in place."""
+def read_source_bytes(
+    path: str, offset: int = -1, size: int = -1, limits: ReadLimits | None = None
+) -> bytes:
+    """An indexed image's bytes: the whole file or S3 object, or a tar member read in place.
+
+    Local files only if regular, opened without blocking, at most ``limits.max_bytes``
+    (UnsafeSourceError otherwise); an S3 object over the cap by its listed size is refused
+    before it is fetched.
+    """
+    limits = limits or ReadLimits()
     if is_s3_url(path):  # a network failure raises: the job fails, not the image
-        return read_object(path)
+        check_size(size, limits.max_bytes)
+        data = read_object(path)
+        check_size(len(data), limits.max_bytes)
+        return data
     if offset >= 0:
         from imgprep.tarindex import MEMBER_SEPARATOR, read_member
 
-        return read_member(path.partition(MEMBER_SEPARATOR)[0], offset, size)
-    with open(path, "rb") as handle:
-        return handle.read()
+        return read_member(path.partition(MEMBER_SEPARATOR)[0], offset, size, limits.max_bytes)
+    return read_file(path, limits.max_bytes, limits.follow_symlinks)
 
 
 def _process(item: tuple) -> tuple[int, ResizedImage | None, str | None]:
@@ -147,7 +162,9 @@ def _process(item: tuple) -> tuple[int, ResizedImage | None, str | None]:
         data = payload
     else:
         try:
-            data = read_source_bytes(path, offset, size)
+            data = read_source_bytes(path, offset, size, _WORKER_LIMITS)
+        except UnsafeSourceError as error:
+            return position, None, str(error)
         except OSError as error:
             return position, None, f"unreadable: {type(error).__name__}: {error}"
     try:
@@ -156,10 +173,10 @@ def _process(item: tuple) -> tuple[int, ResizedImage | None, str | None]:
         return position, None, error.reason
 
 
-def _results(items: list[tuple], params: ResizeParams, threads: int):
+def _results(items: list[tuple], params: ResizeParams, threads: int, limits: ReadLimits):
     """(position, image or None, reason or None) in position order."""
     if threads <= 1 or len(items) <= 1:
-        _init_worker(params)
+        _init_worker(params, limits)
         yield from map(_process, items)
         return
     # fork: workers inherit the imported modules (no per-process import cost) and do
@@ -169,7 +186,7 @@ def _results(items: list[tuple], params: ResizeParams, threads: int):
     processes = min(threads, len(items))
     # a few chunks per process: little IPC, yet the pool stays busy to the end
     chunksize = max(1, min(32, len(items) // (processes * 4)))
-    with context.Pool(processes, initializer=_init_worker, initargs=(params,)) as pool:
+    with context.Pool(processes, initializer=_init_worker, initargs=(params, limits)) as pool:
         yield from pool.imap(_process, items, chunksize=chunksize)
 
 

@@ -26,6 +26,7 @@ from imgprep.s3 import (
     list_objects,
     split_url,
 )
+from imgprep.sourcefile import HIDDEN, NOT_AN_IMAGE_EXTENSION, TAB_OR_NEWLINE
 
 # -- indexing ----------------------------------------------------------------------------
 
@@ -43,12 +44,12 @@ def _index_class(url: str, cls: str, extensions) -> tuple[list, list]:
         name = parts[-1]
         path = f"{cls}/{relpath}"
         if "\t" in name or "\n" in name or "\r" in name:
-            ignored.append((path.replace("\t", " ").replace("\n", " "), "tab or newline in name"))
+            ignored.append((path.replace("\t", " ").replace("\n", " "), TAB_OR_NEWLINE))
         elif "." not in name or name.rpartition(".")[2].lower() not in extensions:
-            ignored.append((path, "not an image extension"))
+            ignored.append((path, NOT_AN_IMAGE_EXTENSION))
         else:
             found.append((path, size, mtime_ns))
-    ignored += [(path, "hidden file") for path in sorted(hidden)]
+    ignored += [(path, HIDDEN) for path in sorted(hidden)]
     return found, ignored
 
 
@@ -61,10 +62,9 @@ def _index_tree(url: str, extensions, place, plan) -> tuple[list, list, set]:
     url = url.rstrip("/")
     folders, files = list_folder(url)
     ignored = [
-        (name, "hidden file" if name.startswith(".") else "not inside a class folder")
-        for name in files
+        (name, HIDDEN if name.startswith(".") else "not inside a class folder") for name in files
     ]
-    ignored += [(name, "hidden file") for name in folders if name.startswith(".")]
+    ignored += [(name, HIDDEN) for name in folders if name.startswith(".")]
     classes = sorted(name for name in folders if not name.startswith("."))
     rows, found_classes = [], set()
     with ThreadPoolExecutor(REQUESTS_IN_FLIGHT) as pool:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from imgprep.atomic import atomic_write
+from imgprep.sourcefile import TruncatedReadError, open_regular, read_range
 
 BLOCK = 512
 # How the index names a member read in place: "<tar path>!/<member>" (as jar: URLs do),
@@ -43,6 +44,11 @@ _REGULAR_TYPES = (b"0", b"\0", b"7")
 # (tarfile reads them the same way).
 _DATALESS_TYPES = (b"1", b"2", b"3", b"4", b"5", b"6")
 _META_TYPES = (b"x", b"g", b"L", b"K")
+_SPECIAL_TYPES = {
+    b"3": "not a regular file (character device)",
+    b"4": "not a regular file (block device)",
+    b"6": "not a regular file (FIFO)",
+}
 # Metadata blocks (pax records, GNU long names) are read into memory; a bigger one is
 # a corrupt size field, not a real name.
 _MAX_META_BYTES = 1 << 20
@@ -92,38 +98,52 @@ def _collector_paused():
 # -- listing ----------------------------------------------------------------------------
 
 
-def list_tar(path, nested: bool) -> list[TarMember]:
+def list_tar(path, nested: bool, skipped: list | None = None) -> list[TarMember]:
     """Every regular file of the tar at ``path``, in tar order.
 
     With ``nested``, a member whose name ends in ``.tar`` (any case) is replaced by the
     regular files of that inner tar, named ``"<inner.tar>/<member>"``, with offsets
     absolute in ``path`` (one level: ILSVRC's train tar is a tar of per-class tars).
-    Only headers are read; member data is seeked over.
+    Only headers are read; member data is seeked over. Links, devices and FIFOs have no
+    data to read: each is appended to ``skipped`` as (name, reason).
     """
     path = os.fspath(path)
-    fd = os.open(path, os.O_RDONLY)
+    fd, _ = open_regular(path)
+    skipped = [] if skipped is None else skipped
     try:
         with _collector_paused():
-            return _list_fd(fd, path, nested)
+            return _list_fd(fd, path, nested, skipped)
     finally:
         os.close(fd)
 
 
-def _list_fd(fd: int, path: str, nested: bool) -> list[TarMember]:
+def _list_fd(fd: int, path: str, nested: bool, skipped: list) -> list[TarMember]:
     members = []
-    for name, offset, size in _scan(fd, 0, os.fstat(fd).st_size, path):
+    for name, offset, size in _scan(fd, 0, os.fstat(fd).st_size, path, skipped):
         if nested and name.lower().endswith(".tar"):
             where = f"{path}: inner tar {name!r} (at offset {offset})"
             prefix = name + "/"
-            inner = _scan(fd, offset, offset + size, where)
+            inner_skipped: list = []
+            inner = _scan(fd, offset, offset + size, where, inner_skipped)
             members += [TarMember(prefix + rest, start, length) for rest, start, length in inner]
+            skipped += [(prefix + rest, reason) for rest, reason in inner_skipped]
         else:
             members.append(TarMember(name, offset, size))
     return members
 
 
-def _scan(fd: int, start: int, end: int, where: str) -> list[tuple[str, int, int]]:
-    """(name, data offset, size) of the regular files of the tar in bytes [start, end).
+def _skip_reason(typeflag: bytes, link: str) -> str | None:
+    """Why a data-less member is not indexed; None for a folder (nothing to say)."""
+    if typeflag == b"1":
+        return f"hard link member, not read (to {link})"
+    if typeflag == b"2":
+        return f"symlink member, not followed (to {link})"
+    return _SPECIAL_TYPES.get(typeflag)
+
+
+def _scan(fd: int, start: int, end: int, where: str, skipped: list) -> list[tuple[str, int, int]]:
+    """(name, data offset, size) of the regular files of the tar in bytes [start, end);
+    links, devices and FIFOs go to ``skipped`` as (name, reason).
 
     Parses the headers itself rather than through tarfile: one pread per header and no
     TarInfo objects, measured 4-5x faster (benchmarks/bench_tarindex.py), and the inner
@@ -132,7 +152,7 @@ def _scan(fd: int, start: int, end: int, where: str) -> list[tuple[str, int, int
     found = []
     global_pax: dict[str, bytes] = {}
     local_pax: dict[str, bytes] = {}
-    long_name = None
+    long_name = long_link = None
     pos = start
     while True:
         if pos + BLOCK > end:
@@ -161,6 +181,8 @@ def _scan(fd: int, start: int, end: int, where: str) -> list[tuple[str, int, int
             meta = _read_meta(fd, data, size, end, pos, where)
             if typeflag == b"L":
                 long_name = _decode(meta.split(b"\0", 1)[0])
+            elif typeflag == b"K":
+                long_link = _decode(meta.split(b"\0", 1)[0])
             elif typeflag in (b"x", b"g"):
                 records = _pax_records(meta, pos, where)
                 (global_pax if typeflag == b"g" else local_pax).update(records)
@@ -183,9 +205,19 @@ def _scan(fd: int, start: int, end: int, where: str) -> list[tuple[str, int, int
             name = long_name
         else:
             name = _header_name(block)
+        if typeflag in _DATALESS_TYPES and typeflag != b"5":
+            if pax.get("linkpath"):
+                link = _decode(pax["linkpath"])
+            elif long_link is not None:
+                link = long_link
+            else:
+                link = _decode(block[157:257].split(b"\0", 1)[0])
+            reason = _skip_reason(typeflag, link)
+            if reason:
+                skipped.append((name, reason))
         if local_pax:
             local_pax = {}
-        long_name = None
+        long_name = long_link = None
         if typeflag in _REGULAR_TYPES and not name.endswith("/"):
             if data + size > end:
                 raise TarIndexError(
@@ -314,34 +346,24 @@ def _fail_at_start(fd: int, start: int, end: int, pos: int, where: str) -> None:
 # -- reading ----------------------------------------------------------------------------
 
 
-def read_member(path, offset: int, size: int) -> bytes:
-    """Exactly ``size`` bytes at ``offset``; a file too short raises TruncatedMemberError."""
-    if offset < 0 or size < 0:
-        raise ValueError(f"negative offset or size: {offset}, {size}")
-    fd = os.open(path, os.O_RDONLY)
+def read_member(path, offset: int, size: int, max_bytes: int | None = None) -> bytes:
+    """Exactly ``size`` bytes at ``offset`` of the tar (a regular file, opened without
+    blocking); a file too short raises TruncatedMemberError, a member over ``max_bytes``
+    FileTooLargeError."""
     try:
-        chunks = []
-        got = 0
-        while got < size:
-            # Linux preads at most 2 GiB - 4 KiB per call
-            chunk = os.pread(fd, size - got, offset + got)
-            if not chunk:
-                raise TruncatedMemberError(
-                    f"{os.fspath(path)}: truncated: {size} bytes wanted at offset {offset}, "
-                    f"the file ends after {got}"
-                )
-            chunks.append(chunk)
-            got += len(chunk)
-    finally:
-        os.close(fd)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return read_range(path, offset, size, max_bytes)
+    except TruncatedReadError as error:
+        raise TruncatedMemberError(str(error)) from None
 
 
 # -- the listing cache ------------------------------------------------------------------
 
-_CACHE_FORMAT = "imgprep-tarindex 1"
+_CACHE_FORMAT = "imgprep-tarindex 2"
 _CACHE_SUFFIX = ".tarindex.txt"
-_CACHE_LAYOUT = "# one name per member, then per member its offset and size in 16-digit hex"
+_CACHE_LAYOUT = (
+    "# per skipped member its name and reason, one name per member, then per member its"
+    " offset and size in 16-digit hex"
+)
 _NUMBERS_LINE = 34  # "%016x %016x\n"
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n"}
 _UNESCAPES = {value: key for key, value in _ESCAPES.items()}
@@ -349,28 +371,33 @@ _ESCAPED = re.compile(r"[\\\t\n]")
 _ESCAPE = re.compile(r"\\.", re.DOTALL)
 
 
-def cached_list_tar(path, nested: bool, cache_dir) -> list[TarMember]:
+def cached_list_tar(path, nested: bool, cache_dir, skipped: list | None = None) -> list[TarMember]:
     """``list_tar``, remembered in ``cache_dir`` until the tar's size or mtime changes.
 
     A cache file is text: a header line naming the tar, the names, then the numbers,
     and a trailer with the member count and a CRC; a file that does not check out is
-    rebuilt. Older cache files of the same tar and mode are removed.
+    rebuilt. Older cache files of the same tar and mode are removed. The skipped members
+    (links, devices) are cached too and appended to ``skipped``.
     """
+    skipped = [] if skipped is None else skipped
     path = os.path.abspath(path)
     before = os.stat(path)
     stem = _cache_stem(path, nested)
     cache = Path(cache_dir) / f"{stem}{before.st_size}.{before.st_mtime_ns}{_CACHE_SUFFIX}"
     header = _cache_header(path, nested, before)
-    members = _load_cache(cache, header)
-    if members is not None:
-        return members
-    members = list_tar(path, nested)
+    loaded = _load_cache(cache, header)
+    if loaded is not None:
+        skipped += loaded[1]
+        return loaded[0]
+    found_skipped: list = []
+    members = list_tar(path, nested, found_skipped)
     after = os.stat(path)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise TarIndexError(f"{path}: changed while it was being listed; run again")
     with atomic_write(cache, "wb") as handle:
-        handle.write(_cache_bytes(header, members))
+        handle.write(_cache_bytes(header, members, found_skipped))
     _remove_stale(cache, stem)
+    skipped += found_skipped
     return members
 
 
@@ -399,18 +426,21 @@ def _unescape(name: str) -> str:
     return _ESCAPE.sub(lambda match: _UNESCAPES[match.group()], name)
 
 
-def _cache_bytes(header: bytes, members: list[TarMember]) -> bytes:
+def _cache_bytes(header: bytes, members: list[TarMember], skipped: list) -> bytes:
+    skips = "".join(f"{_escape(name)}\t{_escape(reason)}\n" for name, reason in skipped)
     names = "".join([f"{name}\n" for name, _, _ in members])
     if "\\" in names or names.count("\n") != len(members):
         names = "".join([f"{_escape(name)}\n" for name, _, _ in members])
     numbers = "".join(f"{offset:016x} {size:016x}\n" for _, offset, size in members)
-    body = names.encode("utf-8", "surrogateescape") + numbers.encode("ascii")
-    trailer = f"# end\tmembers={len(members)}\tcrc32={zlib.crc32(body):08x}\n"
+    body = (skips + names).encode("utf-8", "surrogateescape") + numbers.encode("ascii")
+    trailer = (
+        f"# end\tmembers={len(members)}\tskipped={len(skipped)}\tcrc32={zlib.crc32(body):08x}\n"
+    )
     return header + body + trailer.encode("ascii")
 
 
-def _load_cache(cache: Path, header: bytes) -> list[TarMember] | None:
-    """The cached listing, or None when the file is missing, stale or damaged."""
+def _load_cache(cache: Path, header: bytes) -> tuple[list[TarMember], list] | None:
+    """The cached (members, skipped), or None when the file is missing, stale or damaged."""
     try:
         raw = cache.read_bytes()
     except OSError:
@@ -422,15 +452,26 @@ def _load_cache(cache: Path, header: bytes) -> list[TarMember] | None:
     try:
         fields = dict(item.split("=", 1) for item in raw[trailer_at:-1].decode().split("\t")[1:])
         count, crc = int(fields["members"]), int(fields["crc32"], 16)
+        skip_count = int(fields["skipped"])
     except (ValueError, KeyError, UnicodeDecodeError):
         return None
     del raw
     if zlib.crc32(body) != crc or len(body) < _NUMBERS_LINE * count:
         return None
+    skipped = []
+    if skip_count:
+        *lines, body = body.split(b"\n", skip_count)
+        try:
+            for line in lines:
+                name, reason = line.decode("utf-8", "surrogateescape").split("\t")
+                skipped.append((_unescape(name), _unescape(reason)))
+        except (ValueError, KeyError):
+            return None
     if count == 0:
-        return [] if not body else None
+        return ([], skipped) if not body else None
     with _collector_paused():
-        return _parse_body(body, count)
+        members = _parse_body(body, count)
+    return None if members is None else (members, skipped)
 
 
 def _parse_body(body: bytes, count: int) -> list[TarMember] | None:
