@@ -8,6 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from imgprep import slim
+from imgprep.records import KOALARIZATION_EMBEDDING, KOALARIZATION_LAB_SIZE, shard_path
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 
@@ -78,6 +81,7 @@ def _check_semantics(config: dict) -> None:
         _check_folders(source, config["splits"])
     if "tangler" in config["records"]["schemas"]:
         _check_tangler_resize(config["resize"])
+    _check_embed(config)
     for key in ("file", "synsets"):
         value = config["labels"][key]
         if value is not None and not Path(value).is_file():
@@ -208,6 +212,58 @@ def _check_tangler_resize(resize: dict) -> None:
         raise ConfigError(
             "config key 'resize.upscale': schema tangler needs true (every image at the full side)"
         )
+
+
+def _check_embed(config: dict) -> None:
+    """The embed stage's model and weights; what Deep Koalarization's reader declares."""
+    embed = config["embed"]
+    schemas = config["records"]["schemas"]
+    if embed["lab_size"] != KOALARIZATION_LAB_SIZE:
+        raise ConfigError(
+            f"config key 'embed.lab_size': schema koalarization stores "
+            f"{KOALARIZATION_LAB_SIZE}x{KOALARIZATION_LAB_SIZE} Lab targets, what Deep "
+            f"Koalarization's LabImageRecordReader declares (any other side makes every "
+            f"record unreadable); drop the key or set {KOALARIZATION_LAB_SIZE}, not "
+            f"{embed['lab_size']}"
+        )
+    if "koalarization" not in schemas and not embed["in_records"]:
+        return  # no embed stage
+    weights = embed["weights"]
+    if weights not in (None, "imagenet"):
+        try:
+            checkpoint = slim.checkpoint_files(weights)
+        except ValueError as error:
+            raise ConfigError(f"config key 'embed.weights': {error}") from None
+        if checkpoint is None and not Path(weights).is_file():
+            raise ConfigError(f"config key 'embed.weights': file not found: {weights}")
+        if checkpoint is not None and embed["model"] != slim.MODEL:
+            raise ConfigError(
+                f"config key 'embed.model': the TF-slim checkpoint {weights} is for "
+                f"{slim.MODEL}, not {embed['model']}"
+            )
+    if "koalarization" in schemas:
+        _check_koalarization(config)
+
+
+def _check_koalarization(config: dict) -> None:
+    """Koalarization's reader declares image_embedding FixedLen [1001]: ImageNet logits in
+    TF-slim's order (a Keras classifier's 1000 get the background entry added)."""
+    if config["embed"]["output"] != "logits":
+        raise ConfigError(
+            f"config key 'embed.output': schema koalarization stores "
+            f"{KOALARIZATION_EMBEDDING} ImageNet logits (Deep Koalarization's reader "
+            f"declares image_embedding FixedLen [{KOALARIZATION_EMBEDDING}]); use 'logits', "
+            f"not {config['embed']['output']!r}"
+        )
+    names = {}
+    for split, settings in config["splits"].items():
+        name = shard_path("koalarization", split, 0, settings["shards"])
+        if name in names:
+            raise ConfigError(
+                f"config key 'splits.{split}': schema koalarization names splits "
+                f"{names[name]} and {split} alike ({name}, one folder for all splits)"
+            )
+        names[name] = split
 
 
 def split_dir(config: dict, split: str) -> Path:
