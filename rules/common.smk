@@ -54,13 +54,24 @@ def record_shard(schema, split, shard):
     return f"{RESULTS}/records/{schema}/{record_name(schema, split, shard)}"
 
 
-# (schema, name in records/<schema>/) -> (split, shard): which shard a records job reads
-RECORD_SOURCES = {
-    (schema, record_name(schema, split, shard)): (split, shard)
-    for schema in SCHEMAS
-    for split in SPLITS
-    for shard in shard_ids(split)
-}
+def record_sources():
+    """(schema, name in records/<schema>/) -> (split, shard); two splits that a schema
+    names alike (koalarization: val and validation) are a configuration error."""
+    sources = {}
+    for schema in SCHEMAS:
+        for split in SPLITS:
+            for shard in shard_ids(split):
+                name = record_name(schema, split, shard)
+                other = sources.setdefault((schema, name), (split, shard))[0]
+                if other != split:
+                    raise WorkflowError(
+                        f"config key 'splits.{split}': schema {schema} names splits "
+                        f"{other} and {split} alike ({name})"
+                    )
+    return sources
+
+
+RECORD_SOURCES = record_sources()
 
 
 def record_source(wildcards):

@@ -106,13 +106,6 @@ def test_koalarization_accepts_its_defaults(config):
     assert validated["embed"]["lab_size"] == 224
 
 
-def test_koalarization_splits_named_apart(config):
-    config.update(records=KOALARIZATION)
-    config["splits"] = {"train": {"shards": 2}, "val": {"shards": 1}, "validation": {"shards": 1}}
-    with pytest.raises(ConfigError, match="'splits.validation'.*val and validation"):
-        validate_config(config)
-
-
 def test_a_slim_checkpoint_needs_inception_resnet_v2(config, tmp_path):
     v1 = tmp_path / "inception_resnet_v2_2016_08_30.ckpt"
     v1.write_bytes(b"\0" * 16)
@@ -129,4 +122,25 @@ def test_a_slim_checkpoint_needs_inception_resnet_v2(config, tmp_path):
     v2.with_name(v2.name + ".data-00001-of-00002").unlink()
     config["embed"] = {"weights": str(v2)}
     with pytest.raises(ConfigError, match="'embed.weights'.*complete set"):
+        validate_config(config)
+
+
+def test_a_keras_model_for_koalarization_must_output_imagenet_logits(config, tmp_path):
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    config.update(records=KOALARIZATION)
+    for units, ok in ((1000, True), (1001, True), (5, False)):
+        path = tmp_path / f"m{units}.keras"
+        keras.Model(inputs, keras.layers.Dense(units)(pooled)).save(path)
+        config["embed"] = {"weights": str(path)}
+        if ok:
+            assert validate_config(config)["embed"]["weights"] == str(path)
+        else:
+            with pytest.raises(ConfigError, match="'embed.weights'.*Dense layer of 5 units"):
+                validate_config(config)
+    path = tmp_path / "features.keras"
+    keras.Sequential([inputs, keras.layers.GlobalAveragePooling2D()]).save(path)
+    config["embed"] = {"weights": str(path)}
+    with pytest.raises(ConfigError, match="'embed.weights'.*no Dense layer"):
         validate_config(config)

@@ -225,3 +225,38 @@ def test_embeddings_are_deterministic(koalas, tmp_path):
     for path in embeddings:
         twin = other / path.relative_to(koalas)
         assert np.array_equal(np.load(path), np.load(twin)), path.name
+
+
+def test_the_readmes_koalarization_snippet(koalas, monkeypatch):
+    """README, Loading / Deep Koalarization: the TF2 snippet, run as it stands."""
+    import re
+
+    import tensorflow as tf
+    from helpers import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Deep Koalarization", 1)[1]
+    snippet = next(
+        block for block in re.findall(r"```python\n(.*?)```", section, re.S) if "gfile" in block
+    )
+    monkeypatch.chdir(koalas)
+    scope = {"tf": tf}
+    exec(snippet, scope)  # noqa: S102 - the documented code itself
+    count = 0
+    for image_l, image_ab, embedding in scope["dataset"]:
+        assert image_l.shape[1:] == (224, 224, 1) and image_ab.shape[1:] == (224, 224, 2)
+        assert embedding.shape[1:] == (1001,)
+        count += len(embedding)
+    assert count == 43  # every train image
+
+
+def test_splits_named_alike_fail_naming_the_key(tmp_path):
+    work = new_workdir(tmp_path / "w")
+    write_config(work, **{**SETTINGS, "splits": {"val": {"dir": "validation", "shards": 1}}})
+    proc = snakemake(work, "-n", check=False)
+    assert proc.returncode != 0
+    message = (
+        "config key 'splits.validation': schema koalarization names splits val and "
+        "validation alike (val_lab_images_0.tfrecord)"
+    )
+    assert message in proc.stdout + proc.stderr

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+import zipfile
 from pathlib import Path
 
 import yaml
 
 from imgprep import slim
-from imgprep.records import KOALARIZATION_EMBEDDING, KOALARIZATION_LAB_SIZE, shard_path
+from imgprep.koalarization import EMBEDDING as KOALARIZATION_EMBEDDING
+from imgprep.koalarization import LAB_SIZE as KOALARIZATION_LAB_SIZE
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
@@ -255,15 +258,40 @@ def _check_koalarization(config: dict) -> None:
             f"declares image_embedding FixedLen [{KOALARIZATION_EMBEDDING}]); use 'logits', "
             f"not {config['embed']['output']!r}"
         )
-    names = {}
-    for split, settings in config["splits"].items():
-        name = shard_path("koalarization", split, 0, settings["shards"])
-        if name in names:
+    weights = config["embed"]["weights"]
+    if weights is not None and str(weights).endswith(".keras"):
+        units = _keras_file_units(weights)
+        if units not in (KOALARIZATION_EMBEDDING - 1, KOALARIZATION_EMBEDDING):
             raise ConfigError(
-                f"config key 'splits.{split}': schema koalarization names splits "
-                f"{names[name]} and {split} alike ({name}, one folder for all splits)"
+                f"config key 'embed.weights': schema koalarization needs ImageNet logits "
+                f"(1000, or {KOALARIZATION_EMBEDDING} with slim's background) from the "
+                f"model's output; {weights} ends in "
+                + ("no Dense layer" if units is None else f"a Dense layer of {units} units")
             )
-        names[name] = split
+
+
+def _keras_file_units(path) -> int | None:
+    """Units of the Dense layer a whole-model ``.keras`` file outputs (its config.json,
+    read without TensorFlow); None when the output is no Dense layer."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            model = json.loads(archive.read("config.json"))["config"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ConfigError(
+            f"config key 'embed.weights': {path} is no .keras model: {error}"
+        ) from None
+    layers = {layer["config"].get("name"): layer for layer in model.get("layers", [])}
+    outputs = model.get("output_layers")
+    if outputs is None:  # Sequential: the last layer
+        last = model["layers"][-1] if model.get("layers") else None
+    else:
+        if outputs and isinstance(outputs[0], str):  # one output: [name, node, tensor]
+            last = layers.get(outputs[0])
+        else:  # [[name, node, tensor], ...]: one output only
+            last = layers.get(outputs[0][0]) if len(outputs) == 1 else None
+    if last is None or last.get("class_name") != "Dense":
+        return None
+    return last["config"].get("units")
 
 
 def split_dir(config: dict, split: str) -> Path:

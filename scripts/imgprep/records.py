@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from imgprep import koalarization
 from imgprep.tables import read_tsv
 from imgprep.tfrecord import (
     Feature,
@@ -270,11 +271,9 @@ def _tangle_of_total(split: str, index: int, total: int) -> str:
     return f"tangle_{index + 1:05d}-of-{total:05d}.tfrecord"  # split is not in the name
 
 
-# What Deep Koalarization's LabImageRecordReader declares (lab_image_record.py):
-# image_l FixedLen [224 * 224], image_ab FixedLen [224 * 224 * 2], image_embedding
-# FixedLen [1001] (TF-slim Inception-ResNet-v2 logits; any other size fails to parse).
-KOALARIZATION_LAB_SIZE = 224
-KOALARIZATION_EMBEDDING = 1001
+# what Deep Koalarization's LabImageRecordReader declares
+KOALARIZATION_LAB_SIZE = koalarization.LAB_SIZE
+KOALARIZATION_EMBEDDING = koalarization.EMBEDDING
 
 
 def slim_logits(embedding: np.ndarray) -> np.ndarray:
