@@ -6,6 +6,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from imgprep.config import ConfigError, validate_config
 from imgprep.index import shard_index_path, update_index
+from imgprep.records import shard_path
+from imgprep.slim import checkpoint_files
 from imgprep.s3_index import adopt_snakemake_settings, publish_index
 from imgprep.report import failure_report, success_report
 from imgprep.slurm import job_cpu_limit
@@ -72,33 +74,43 @@ def shard_index(split, shard):
     return str(shard_index_path(RESULTS, split, shard))
 
 
+def record_name(schema, split, shard):
+    """The shard's path in records/<schema>/: the schema names it (imgprep.records)."""
+    return shard_path(schema, split, int(shard), config["splits"][split]["shards"])
+
+
 def record_shard(schema, split, shard):
-    total = config["splits"][split]["shards"]
-    if schema == "koalarization":
-        return f"{RESULTS}/records/koalarization/{koalarization_name(split, shard)}.tfrecord"
-    if schema == "tangler":
-        return (
-            f"{RESULTS}/records/tangler/{split}/tangle_{int(shard) + 1:05d}-of-{total:05d}.tfrecord"
-        )
-    return f"{RESULTS}/records/{schema}/{split}-{shard}-of-{total:05d}"
+    return f"{RESULTS}/records/{schema}/{record_name(schema, split, shard)}"
 
 
-def koalarization_name(split, shard):
-    """Koalarization's readers glob lab_images_*.tfrecord and val_lab_images_*.tfrecord."""
-    prefix = {"train": "", "validation": "val_", "val": "val_"}.get(split, f"{split}_")
-    return f"{prefix}lab_images_{int(shard)}"
+def record_sources():
+    """(schema, name in records/<schema>/) -> (split, shard); two splits that a schema
+    names alike (koalarization: val and validation) are a configuration error."""
+    sources = {}
+    for schema in SCHEMAS:
+        for split in SPLITS:
+            for shard in shard_ids(split):
+                name = record_name(schema, split, shard)
+                other = sources.setdefault((schema, name), (split, shard))[0]
+                if other != split:
+                    raise WorkflowError(
+                        f"config key 'splits.{split}': schema {schema} names splits "
+                        f"{other} and {split} alike ({name})"
+                    )
+    return sources
 
 
-KOALARIZATION = {
-    koalarization_name(split, shard): (split, shard)
-    for split in SPLITS
-    for shard in shard_ids(split)
-}
+RECORD_SOURCES = record_sources()
 
 
-def koalarization_shard(wildcards):
-    """(split, shard) of a Koalarization file name."""
-    return KOALARIZATION[wildcards.name]
+def record_source(wildcards):
+    """(split, shard) of a records file."""
+    try:
+        return RECORD_SOURCES[(wildcards.schema, wildcards.name)]
+    except KeyError:
+        raise ValueError(
+            f"records/{wildcards.schema}/{wildcards.name} is no shard of this configuration"
+        ) from None
 
 
 def resize_inputs(wildcards):
@@ -129,20 +141,31 @@ def embed_inputs(wildcards):
     inputs = {"tar": f"{RESULTS}/resized/{wildcards.split}/{wildcards.shard}.tar"}
     weights = config["embed"]["weights"]
     if weights not in (None, "imagenet"):
-        inputs["weights"] = weights  # a changed weights file re-runs the embeddings
+        # a changed weights file re-runs the embeddings; a TF checkpoint is several files
+        inputs["weights"] = checkpoint_files(weights) or weights
     return inputs
 
 
-def shard_embeddings(wildcards):
-    """Embeddings for imagenet/dlbs records when embed.in_records asks for them."""
-    if not config["embed"]["in_records"]:
-        return []
-    return f"{RESULTS}/embed/{wildcards.split}/{wildcards.shard}.npy"
+def record_inputs(wildcards):
+    """A records job's inputs: the shard's list, labels, resized images and meta, plus
+    pin paths (tangler) and embeddings (koalarization; others with embed.in_records)."""
+    split, shard = record_source(wildcards)
+    inputs = {
+        "index": shard_index(split, shard),
+        "labels": f"{RESULTS}/index/labels.tsv",
+        "tar": f"{RESULTS}/resized/{split}/{shard}.tar",
+        "meta": f"{RESULTS}/resized/{split}/{shard}.meta.tsv",
+    }
+    if wildcards.schema == "tangler":
+        inputs["targets"] = f"{RESULTS}/ravel/{split}/{shard}.npy"
+    elif wildcards.schema == "koalarization" or config["embed"]["in_records"]:
+        inputs["embeddings"] = f"{RESULTS}/embed/{split}/{shard}.npy"
+    return inputs
 
 
-def tangler_shard(wildcards):
-    """Tangler numbers its files from 1; our shards from 0."""
-    return f"{int(wildcards.number) - 1:05d}"
+def record_n_pins(wildcards):
+    """Pins of the ravel targets, for the schema that stores them."""
+    return config["ravel"]["pins"] if wildcards.schema == "tangler" else None
 
 
 def record_shards(schema, split):

@@ -12,5 +12,8 @@ rule embed_shard:
     threads: stage_threads("embed")
     params:
         embed=embed_params(),
+        # TensorFlow's op pools: the float sums of a layer are split by their size, so
+        # the embeddings follow threads.embed, never the --cores Snakemake lowers it to
+        tf_threads=config["threads"]["embed"],
     script:
         "../scripts/embed_shard.py"

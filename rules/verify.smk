@@ -16,7 +16,6 @@ rule verify_records:
         compression=config["records"]["compression"],
         label_base=config["labels"]["base"],
         cache=f"{RESULTS}/verify/{{schema}}.cache",
-        lab_size=lambda w: config["embed"]["lab_size"] if w.schema == "koalarization" else 0,
     script:
         "../scripts/verify_records.py"
 

@@ -8,6 +8,6 @@ with rule_log(snakemake):
         snakemake.input.tar,
         snakemake.output[0],
         EmbedParams.from_config(snakemake.params.embed),
-        threads=snakemake.threads,
+        threads=snakemake.params.tf_threads,
     )
     print(f"{count} embeddings")

@@ -1,4 +1,4 @@
-"""Rules records_shard, records_tangler, records_koalarization: one TFRecord shard."""
+"""Rule records_shard: one TFRecord shard of one schema."""
 
 from imgprep.records import write_shard
 from imgprep.rulelog import rule_log
@@ -9,8 +9,6 @@ with rule_log(snakemake):
         "n_pins": snakemake.params.get("n_pins"),
         "embeddings": snakemake.input.get("embeddings") or None,
     }
-    if snakemake.params.get("lab_size"):
-        extra["lab_size"] = snakemake.params.lab_size
     written = write_shard(
         snakemake.params.schema,
         snakemake.input.index,

@@ -23,7 +23,6 @@ with rule_log(snakemake):
         compression=snakemake.params.compression,
         threads=snakemake.threads,
         cache_dir=snakemake.params.cache,
-        **({"lab_size": snakemake.params.lab_size} if snakemake.params.lab_size else {}),
     )
     report = {"schema": snakemake.wildcards.schema, "splits": {}}
     for shard, result in zip(shards, results, strict=True):

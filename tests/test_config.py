@@ -78,3 +78,69 @@ def test_schema_declares_draft_2020_12():
     with open(REPO / "schemas" / "config.schema.yaml") as handle:
         schema = yaml.safe_load(handle)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+KOALARIZATION = {"schemas": ["koalarization"]}
+
+
+@pytest.mark.parametrize(
+    ("records", "embed", "key", "why"),
+    [
+        (KOALARIZATION, {"output": "pooled"}, "embed.output", "1001 ImageNet logits"),
+        (KOALARIZATION, {"output": "conv_7b"}, "embed.output", "FixedLen \\[1001\\]"),
+        ({}, {"lab_size": 32}, "embed.lab_size", "224x224 Lab targets"),
+        (KOALARIZATION, {"lab_size": 256}, "embed.lab_size", "LabImageRecordReader"),
+        (KOALARIZATION, {"weights": "/no/such/weights.h5"}, "embed.weights", "not found"),
+    ],
+)
+def test_koalarization_needs_what_its_reader_declares(config, records, embed, key, why):
+    config.update(records=records, embed=embed)
+    with pytest.raises(ConfigError, match=f"'{key}'.*{why}"):
+        validate_config(config)
+
+
+def test_koalarization_accepts_its_defaults(config):
+    config.update(records=KOALARIZATION, embed={"lab_size": 224})
+    validated = validate_config(config)
+    assert validated["embed"]["output"] == "logits"
+    assert validated["embed"]["lab_size"] == 224
+
+
+def test_a_slim_checkpoint_needs_inception_resnet_v2(config, tmp_path):
+    v1 = tmp_path / "inception_resnet_v2_2016_08_30.ckpt"
+    v1.write_bytes(b"\0" * 16)
+    v2 = tmp_path / "v2" / "model.ckpt-100"
+    v2.parent.mkdir()
+    for suffix in (".index", ".data-00000-of-00002", ".data-00001-of-00002"):
+        v2.with_name(v2.name + suffix).write_bytes(b"\0")
+    for weights in (v1, v2):
+        config.update(records=KOALARIZATION, embed={"weights": str(weights)})
+        assert validate_config(config)["embed"]["weights"] == str(weights)
+        config["embed"]["model"] = "InceptionV3"
+        with pytest.raises(ConfigError, match="'embed.model'.*InceptionResNetV2"):
+            validate_config(config)
+    v2.with_name(v2.name + ".data-00001-of-00002").unlink()
+    config["embed"] = {"weights": str(v2)}
+    with pytest.raises(ConfigError, match="'embed.weights'.*complete set"):
+        validate_config(config)
+
+
+def test_a_keras_model_for_koalarization_must_output_imagenet_logits(config, tmp_path):
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    config.update(records=KOALARIZATION)
+    for units, ok in ((1000, True), (1001, True), (5, False)):
+        path = tmp_path / f"m{units}.keras"
+        keras.Model(inputs, keras.layers.Dense(units)(pooled)).save(path)
+        config["embed"] = {"weights": str(path)}
+        if ok:
+            assert validate_config(config)["embed"]["weights"] == str(path)
+        else:
+            with pytest.raises(ConfigError, match="'embed.weights'.*Dense layer of 5 units"):
+                validate_config(config)
+    path = tmp_path / "features.keras"
+    keras.Sequential([inputs, keras.layers.GlobalAveragePooling2D()]).save(path)
+    config["embed"] = {"weights": str(path)}
+    with pytest.raises(ConfigError, match="'embed.weights'.*no Dense layer"):
+        validate_config(config)

@@ -1,3 +1,4 @@
+import fnmatch
 import os
 
 import numpy as np
@@ -8,11 +9,11 @@ from test_verify import rewrite
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from imgprep.lab import lab_targets  # noqa: E402
-from imgprep.records import SCHEMAS, shard_filename  # noqa: E402
+from imgprep.records import SCHEMAS, shard_filename, shard_path, slim_logits  # noqa: E402
 from imgprep.verify import VerificationError, verify_shards  # noqa: E402
 
-SIZE = 32  # small Lab targets keep the test fast (Koalarization stores 224)
-DIM = 7
+SIZE = 224  # what Koalarization's LabImageRecordReader declares
+DIM = 1001  # its image_embedding FixedLen; slim's logits, index 0 the background
 KEYS = {"image_name", "image_l", "image_ab", "image_embedding"}
 
 
@@ -37,13 +38,13 @@ def build(tmp_path, split="train", index=0, total=1, dim=DIM):
     embeddings = tmp_path / "in" / "embeddings.npy"
     vectors = embeddings_for(inputs, embeddings, dim=dim)
     out = tmp_path / shard_filename("koalarization", split, index, total)
-    result = inputs.write(out, schema="koalarization", embeddings=embeddings, lab_size=SIZE)
+    result = inputs.write(out, schema="koalarization", embeddings=embeddings)
     shard = {"record": out, "index": inputs.index, "rejects": inputs.rejects}
     return inputs, shard, vectors, result
 
 
 def verify(shards, inputs, **kwargs):
-    return verify_shards("koalarization", shards, inputs.labels, 0, lab_size=SIZE, **kwargs)
+    return verify_shards("koalarization", shards, inputs.labels, 0, **kwargs)
 
 
 def test_shard_filename():
@@ -53,9 +54,39 @@ def test_shard_filename():
     assert shard_filename("koalarization", "train", 12, 13) == "lab_images_12.tfrecord"
     assert shard_filename("koalarization", "validation", 2, 3) == "val_lab_images_2.tfrecord"
     assert shard_filename("koalarization", "val", 0, 1) == "val_lab_images_0.tfrecord"
-    assert shard_filename("koalarization", "test", 1, 2) == "lab_images_1.tfrecord"
+    # other splits are named apart from both of Koalarization's globs
+    assert shard_filename("koalarization", "test", 1, 2) == "test_lab_images_1.tfrecord"
+    assert shard_path("koalarization", "test", 1, 2) == "test_lab_images_1.tfrecord"
     with pytest.raises(ValueError):
         shard_filename("koalarization", "train", 3, 3)
+    names = {
+        shard_path("koalarization", split, i, 3)
+        for split in ("train", "validation", "test")
+        for i in range(3)
+    }
+    assert len(names) == 9
+    assert {n for n in names if fnmatch.fnmatch(n, "lab_images_*.tfrecord")} == {
+        f"lab_images_{i}.tfrecord" for i in range(3)
+    }
+    assert {n for n in names if fnmatch.fnmatch(n, "val_lab_images_*.tfrecord")} == {
+        f"val_lab_images_{i}.tfrecord" for i in range(3)
+    }
+
+
+def test_slim_logits_adds_the_background_to_keras_1000():
+    keras = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    slim = slim_logits(keras)
+    assert slim.shape == (1001,) and slim.dtype == np.float32
+    np.testing.assert_array_equal(slim[1:], keras)  # slim's class k + 1 is Keras' class k
+    assert slim[0] == keras.min()
+    assert np.argmax(slim) == np.argmax(keras) + 1
+    probabilities = np.exp(slim - slim.max()) / np.exp(slim - slim.max()).sum()
+    assert probabilities[0] == probabilities.min()
+    own = np.arange(1001, dtype=np.float32)
+    assert slim_logits(own) is not None and np.array_equal(slim_logits(own), own)
+    for size in (7, 1002, 0):
+        with pytest.raises(ValueError, match="1001"):
+            slim_logits(np.zeros(size, np.float32))
 
 
 def test_koalarization_shard_parses(tmp_path):
@@ -79,6 +110,7 @@ def test_koalarization_shard_parses(tmp_path):
         np.testing.assert_array_equal(parsed["image_ab"].numpy(), ab.ravel())
         np.testing.assert_array_equal(tf.reshape(parsed["image_ab"], [SIZE, SIZE, 2]).numpy(), ab)
         np.testing.assert_array_equal(parsed["image_embedding"].numpy(), vector)
+        assert lightness.shape == (SIZE, SIZE) and ab.shape == (SIZE, SIZE, 2)
         assert lightness.min() >= -1 and lightness.max() <= 1
         # the same Example built with TensorFlow's own protobuf serializes identically
         rebuilt = tf.train.Example()
@@ -102,6 +134,24 @@ def test_verify_passes(tmp_path):
     assert verified["embedding_size"] == DIM
 
 
+def test_keras_logits_are_stored_in_slim_order(tmp_path):
+    inputs = make_inputs(tmp_path / "in")
+    embeddings = tmp_path / "keras.npy"
+    vectors = embeddings_for(inputs, embeddings, dim=1000)
+    out = tmp_path / shard_filename("koalarization", "train", 0, 1)
+    inputs.write(out, schema="koalarization", embeddings=embeddings)
+    for record, vector in zip(read_shard(out), vectors, strict=True):
+        parsed = tf.io.parse_single_example(record, koalarization_features())
+        stored = parsed["image_embedding"].numpy()
+        np.testing.assert_array_equal(stored[1:], vector)
+        assert stored[0] == vector.min()
+    shard = {"record": out, "index": inputs.index, "rejects": inputs.rejects}
+    assert verify([shard], inputs)[0]["embedding_size"] == 1001
+    np.save(embeddings, vectors[:, :999])
+    with pytest.raises(ValueError, match="999 values"):
+        inputs.write(tmp_path / "bad", schema="koalarization", embeddings=embeddings)
+
+
 def test_verify_catches_missing_record(tmp_path):
     inputs, shard, _, _ = build(tmp_path)
     rewrite(shard["record"], lambda number, _: number != 2)
@@ -121,6 +171,8 @@ def test_verify_catches_bad_values(tmp_path):
             feature["image_l"].float_list.value[5] = 1.5
         if number == 1:
             feature["image_embedding"].float_list.value.append(0.0)
+        if number == 2:
+            feature["image_ab"].float_list.value[3] = -1.2
         if number == 3:
             feature["image_ab"].float_list.value[0] = float("nan")
 
@@ -129,29 +181,30 @@ def test_verify_catches_bad_values(tmp_path):
         verify([shard], inputs)
     message = str(error.value)
     assert "image_l outside [-1, 1]" in message
+    assert "image_ab outside [-1, 1]" in message
+    assert "image_embedding not 1001 values" in message
     assert "embedding_size differs between records" in message
     assert "image_ab not finite" in message
 
 
-def test_verify_catches_wrong_lab_size(tmp_path):
+def test_verify_catches_other_lab_sizes(tmp_path):
+    """Targets of another side fail Koalarization's FixedLen parse: unreadable."""
     inputs, shard, _, _ = build(tmp_path)
-    with pytest.raises(VerificationError, match="unreadable record.*record 0"):
-        verify_shards("koalarization", [shard], inputs.labels, 0, lab_size=SIZE * 2)
 
+    def shrink(number, feature):
+        if number == 1:
+            del feature["image_l"].float_list.value[32 * 32 :]
 
-def test_verify_catches_embedding_size_across_shards(tmp_path):
-    inputs, shard, _, _ = build(tmp_path / "a")
-    _, other, _, _ = build(tmp_path / "b", index=1, total=2, dim=DIM + 1)
-    verify([other], inputs)
-    with pytest.raises(VerificationError, match="embedding_size differs between shards"):
-        verify([shard, other], inputs)
+    rewrite(shard["record"], shrink)
+    with pytest.raises(VerificationError, match="unreadable record.*record 1"):
+        verify([shard], inputs)
 
 
 def test_write_needs_embeddings(tmp_path):
     inputs, _, vectors, _ = build(tmp_path)
     embeddings = tmp_path / "in" / "embeddings.npy"
     with pytest.raises(ValueError, match="needs embeddings"):
-        inputs.write(tmp_path / "shard", schema="koalarization", lab_size=SIZE)
+        inputs.write(tmp_path / "shard", schema="koalarization")
     short = tmp_path / "short.npy"
     np.save(short, vectors[:-1])
     with pytest.raises(ValueError, match="embeddings have 3 row"):
@@ -167,8 +220,9 @@ def test_write_needs_embeddings(tmp_path):
             inputs.write(
                 tmp_path / "shard", schema="koalarization", embeddings=tmp_path / f"{name}.npy"
             )
-    with pytest.raises(ValueError, match="lab_size"):
-        inputs.write(tmp_path / "shard", schema="koalarization", embeddings=embeddings, lab_size=0)
+    np.save(tmp_path / "pooled.npy", vectors[:, :7])
+    with pytest.raises(ValueError, match="embed.output"):
+        inputs.write(tmp_path / "shard", schema="koalarization", embeddings=tmp_path / "pooled.npy")
     with pytest.raises(ValueError, match="does not store embeddings"):
         inputs.write(tmp_path / "shard", schema="tangler", embeddings=embeddings, n_pins=8)
     assert not (tmp_path / "shard").exists()

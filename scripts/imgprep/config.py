@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+import zipfile
 from pathlib import Path
 
 import yaml
+
+from imgprep import slim
+from imgprep.koalarization import EMBEDDING as KOALARIZATION_EMBEDDING
+from imgprep.koalarization import LAB_SIZE as KOALARIZATION_LAB_SIZE
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
@@ -79,6 +85,7 @@ def _check_semantics(config: dict) -> None:
     for schema, colorspace in SQUARE_SCHEMAS.items():
         if schema in config["records"]["schemas"]:
             _check_square_resize(config["resize"], schema, colorspace)
+    _check_embed(config)
     for key in ("file", "synsets"):
         value = config["labels"][key]
         if value is not None and not Path(value).is_file():
@@ -217,6 +224,83 @@ def _check_square_resize(resize: dict, schema: str, colorspace: str) -> None:
             f"config key 'resize.upscale': schema {schema} needs true "
             "(every image at the full side)"
         )
+
+
+def _check_embed(config: dict) -> None:
+    """The embed stage's model and weights; what Deep Koalarization's reader declares."""
+    embed = config["embed"]
+    schemas = config["records"]["schemas"]
+    if embed["lab_size"] != KOALARIZATION_LAB_SIZE:
+        raise ConfigError(
+            f"config key 'embed.lab_size': schema koalarization stores "
+            f"{KOALARIZATION_LAB_SIZE}x{KOALARIZATION_LAB_SIZE} Lab targets, what Deep "
+            f"Koalarization's LabImageRecordReader declares (any other side makes every "
+            f"record unreadable); drop the key or set {KOALARIZATION_LAB_SIZE}, not "
+            f"{embed['lab_size']}"
+        )
+    if "koalarization" not in schemas and not embed["in_records"]:
+        return  # no embed stage
+    weights = embed["weights"]
+    if weights not in (None, "imagenet"):
+        try:
+            checkpoint = slim.checkpoint_files(weights)
+        except ValueError as error:
+            raise ConfigError(f"config key 'embed.weights': {error}") from None
+        if checkpoint is None and not Path(weights).is_file():
+            raise ConfigError(f"config key 'embed.weights': file not found: {weights}")
+        if checkpoint is not None and embed["model"] != slim.MODEL:
+            raise ConfigError(
+                f"config key 'embed.model': the TF-slim checkpoint {weights} is for "
+                f"{slim.MODEL}, not {embed['model']}"
+            )
+    if "koalarization" in schemas:
+        _check_koalarization(config)
+
+
+def _check_koalarization(config: dict) -> None:
+    """Koalarization's reader declares image_embedding FixedLen [1001]: ImageNet logits in
+    TF-slim's order (a Keras classifier's 1000 get the background entry added)."""
+    if config["embed"]["output"] != "logits":
+        raise ConfigError(
+            f"config key 'embed.output': schema koalarization stores "
+            f"{KOALARIZATION_EMBEDDING} ImageNet logits (Deep Koalarization's reader "
+            f"declares image_embedding FixedLen [{KOALARIZATION_EMBEDDING}]); use 'logits', "
+            f"not {config['embed']['output']!r}"
+        )
+    weights = config["embed"]["weights"]
+    if weights is not None and str(weights).endswith(".keras"):
+        units = _keras_file_units(weights)
+        if units not in (KOALARIZATION_EMBEDDING - 1, KOALARIZATION_EMBEDDING):
+            raise ConfigError(
+                f"config key 'embed.weights': schema koalarization needs ImageNet logits "
+                f"(1000, or {KOALARIZATION_EMBEDDING} with slim's background) from the "
+                f"model's output; {weights} ends in "
+                + ("no Dense layer" if units is None else f"a Dense layer of {units} units")
+            )
+
+
+def _keras_file_units(path) -> int | None:
+    """Units of the Dense layer a whole-model ``.keras`` file outputs (its config.json,
+    read without TensorFlow); None when the output is no Dense layer."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            model = json.loads(archive.read("config.json"))["config"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ConfigError(
+            f"config key 'embed.weights': {path} is no .keras model: {error}"
+        ) from None
+    layers = {layer["config"].get("name"): layer for layer in model.get("layers", [])}
+    outputs = model.get("output_layers")
+    if outputs is None:  # Sequential: the last layer
+        last = model["layers"][-1] if model.get("layers") else None
+    else:
+        if outputs and isinstance(outputs[0], str):  # one output: [name, node, tensor]
+            last = layers.get(outputs[0])
+        else:  # [[name, node, tensor], ...]: one output only
+            last = layers.get(outputs[0][0]) if len(outputs) == 1 else None
+    if last is None or last.get("class_name") != "Dense":
+        return None
+    return last["config"].get("units")
 
 
 def split_dir(config: dict, split: str) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from imgprep import slim
 from imgprep.atomic import atomic_write
 from imgprep.resize import read_resized
 
@@ -47,10 +48,11 @@ class EmbedParams:
     """Which network, which weights and which of its tensors make the embedding.
 
     ``weights``: "imagenet" (Keras downloads it to its cache), a local file (a whole
-    ``.keras`` model, or ``.h5`` / ``.weights.h5`` weights for ``model``), or None for
-    a random initialisation drawn from ``seed``. ``output``: "logits" (the pre-softmax
-    last layer, Koalarization's embedding), "pooled" (global average pooling of the
-    last feature map) or the name of a layer.
+    ``.keras`` model, or ``.h5`` / ``.weights.h5`` weights for ``model``), a TF-slim
+    Inception-ResNet-v2 checkpoint (``model`` InceptionResNetV2, 1001 logits; see
+    :mod:`imgprep.slim`), or None for a random initialisation drawn from ``seed``.
+    ``output``: "logits" (the pre-softmax last layer, Koalarization's embedding),
+    "pooled" (global average pooling of the last feature map) or the name of a layer.
     """
 
     model: str = "InceptionResNetV2"
@@ -84,8 +86,16 @@ class EmbedParams:
             raise ValueError(
                 f"embed: weights must be 'imagenet', a file path or null, got {self.weights!r}"
             )
-        if self.weights not in (None, "imagenet") and not Path(self.weights).is_file():
+        checkpoint = self.weights is not None and slim.is_checkpoint(self.weights)
+        if self.weights not in (None, "imagenet") and not (
+            checkpoint or Path(self.weights).is_file()
+        ):
             raise ValueError(f"embed: weights file {self.weights!r} does not exist")
+        if checkpoint and self.model != slim.MODEL:
+            raise ValueError(
+                f"embed: model must be {slim.MODEL} for the TF-slim checkpoint "
+                f"{self.weights}, not {self.model!r}"
+            )
         if not isinstance(self.output, str) or not self.output:
             raise ValueError(f"embed: output must be a non-empty string, got {self.output!r}")
         for key in ("input_size", "batch_size"):
@@ -167,11 +177,14 @@ def _build(params: EmbedParams):
             raise EmbedError(f"embed: cannot load the model file {weights}: {error}") from error
     constructor = getattr(keras.applications, params.model)
     size = params.input_size
+    checkpoint = weights is not None and slim.is_checkpoint(weights)
     kwargs = {"input_shape": (size, size, 3)}
     if params.output == "pooled":
         kwargs.update(include_top=False, pooling="avg")
     else:
         kwargs.update(include_top=True, classifier_activation=None)
+        if checkpoint:
+            kwargs.update(classes=slim.CLASSES)  # slim's background class and the 1000
     if weights == "imagenet":
         try:
             return constructor(weights="imagenet", **kwargs)
@@ -185,7 +198,14 @@ def _build(params: EmbedParams):
         model = constructor(weights=None, **kwargs)
     except Exception as error:
         raise EmbedError(f"embed: cannot build {params.model}: {error}") from error
-    if weights is not None:
+    if checkpoint:
+        try:
+            slim.load_into_keras(model, weights, include_top=params.output != "pooled")
+        except Exception as error:
+            raise EmbedError(
+                f"embed: cannot load the TF-slim checkpoint {weights} into {params.model}: {error}"
+            ) from error
+    elif weights is not None:
         try:
             model.load_weights(weights)
         except Exception as error:

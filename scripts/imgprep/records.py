@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from imgprep import koalarization
 from imgprep.tables import read_tsv
 from imgprep.tfrecord import (
     Feature,
@@ -30,6 +31,8 @@ from imgprep.tfrecord import (
 )
 
 __all__ = [
+    "KOALARIZATION_EMBEDDING",
+    "KOALARIZATION_LAB_SIZE",
     "SCHEMAS",
     "LabelMap",
     "Sample",
@@ -38,6 +41,8 @@ __all__ = [
     "iter_samples",
     "read_labels",
     "shard_filename",
+    "shard_path",
+    "slim_logits",
     "write_shard",
 ]
 
@@ -121,7 +126,6 @@ class Sample:
     pin_path: np.ndarray | None = None  # ravel pin path (schemas that need targets)
     n_pins: int | None = None
     embedding: np.ndarray | None = None  # float32 [D] CNN embedding (stage embed)
-    lab_size: int | None = None  # side of the Lab targets (koalarization)
 
     @property
     def filename(self) -> str:
@@ -142,11 +146,11 @@ class Schema:
     name: str
     build: Callable[[Sample, int], dict[str, Feature]]  # (sample, label) -> features
     shard_name: Callable[[str, int, int], str] = _split_index_of_total
+    split_folders: bool = False  # each split's shards in a folder named after the split
     zero_based_labels: bool = False  # ignore label_base (consumer wants 0..n-1)
     needs_targets: bool = False  # build reads Sample.pin_path and Sample.n_pins
     needs_embeddings: bool = False  # build reads Sample.embedding
     takes_embeddings: bool = False  # build stores Sample.embedding when there is one
-    needs_lab_size: bool = False  # build reads Sample.lab_size
     stores_boxes: bool = False  # build stores Sample.boxes
     description: str = field(default="", compare=False)
 
@@ -160,6 +164,11 @@ class Schema:
         if not 0 <= index < total:
             raise ValueError(f"shard index {index} outside 0..{total - 1}")
         return self.shard_name(split, index, total)
+
+    def path(self, split: str, index: int, total: int) -> str:
+        """The shard's path inside the schema's records folder."""
+        name = self.filename(split, index, total)
+        return f"{split}/{name}" if self.split_folders else name
 
 
 def _jpeg_header(sample: Sample) -> Image.Image:
@@ -262,18 +271,48 @@ def _tangle_of_total(split: str, index: int, total: int) -> str:
     return f"tangle_{index + 1:05d}-of-{total:05d}.tfrecord"  # split is not in the name
 
 
+# what Deep Koalarization's LabImageRecordReader declares
+KOALARIZATION_LAB_SIZE = koalarization.LAB_SIZE
+KOALARIZATION_EMBEDDING = koalarization.EMBEDDING
+
+
+def slim_logits(embedding: np.ndarray) -> np.ndarray:
+    """ImageNet logits in TF-slim's 1001-class order (0 = background, slim k+1 = Keras k).
+
+    1001 values are slim's already and stay as they are. 1000 values (a Keras
+    classifier, which has no background class) get a background entry at index 0 that
+    holds their minimum: never the argmax, and softmax gives it the least probability,
+    as a trained slim model does (no ImageNet image is labelled background).
+    """
+    embedding = np.asarray(embedding, dtype=np.float32)
+    if embedding.shape == (KOALARIZATION_EMBEDDING,):
+        return embedding
+    if embedding.shape == (KOALARIZATION_EMBEDDING - 1,):
+        return np.concatenate([embedding.min(keepdims=True), embedding])
+    raise ValueError(
+        f"koalarization stores {KOALARIZATION_EMBEDDING} ImageNet logits (TF-slim's order) "
+        f"or takes 1000 (Keras' order, background added); the embedding has "
+        f"{embedding.size} values (embed.output must be 'logits')"
+    )
+
+
 def _koalarization_features(sample: Sample, label: int) -> dict[str, Feature]:
     """Deep Koalarization's lab_batch records: L and ab targets + the CNN embedding.
 
     Keys and scaling follow its reader: image_l is 2L/100 - 1 and image_ab is ab/127,
-    both flattened row-major (HW, HWC); no label is stored.
+    both flattened row-major (HW, HWC) at 224 x 224; image_embedding holds 1001
+    logits in slim's order; no label is stored.
     """
     from imgprep.lab import lab_targets  # colour conversion: only for this schema
 
     _jpeg_header(sample)
-    if sample.embedding is None or sample.lab_size is None:
-        raise ValueError(f"{sample.where()}: koalarization needs an embedding and lab_size")
-    size = sample.lab_size
+    if sample.embedding is None:
+        raise ValueError(f"{sample.where()}: koalarization needs an embedding")
+    try:
+        logits = slim_logits(sample.embedding)
+    except ValueError as error:
+        raise ValueError(f"{sample.where()}: {error}") from None
+    size = KOALARIZATION_LAB_SIZE
     lightness, ab = lab_targets(sample.data, size)
     lightness, ab = np.asarray(lightness), np.asarray(ab)
     if lightness.shape != (size, size) or ab.shape != (size, size, 2):
@@ -285,13 +324,15 @@ def _koalarization_features(sample: Sample, label: int) -> dict[str, Feature]:
         "image_name": bytes_feature(sample.filename),
         "image_l": float_feature(lightness),
         "image_ab": float_feature(ab),
-        "image_embedding": float_feature(sample.embedding),
+        "image_embedding": float_feature(logits),
     }
 
 
 def _lab_images(split: str, index: int, total: int) -> str:
-    # Koalarization globs lab_images_*.tfrecord and val_lab_images_*.tfrecord
-    prefix = "val_" if split in ("validation", "val") else ""
+    """Koalarization's training reader globs lab_images_*.tfrecord and its evaluation
+    reader val_lab_images_*.tfrecord, both in one folder; other splits get their name
+    as prefix, so neither glob picks them up."""
+    prefix = {"train": "", "validation": "val_", "val": "val_"}.get(split, f"{split}_")
     return f"{prefix}lab_images_{index}.tfrecord"
 
 
@@ -316,6 +357,7 @@ SCHEMAS: dict[str, Schema] = {
             "tangler",
             _tangler_features,
             shard_name=_tangle_of_total,
+            split_folders=True,
             needs_targets=True,
             description="gray square JPEG + ravel pin path and adjacency (Tangler v6)",
         ),
@@ -325,7 +367,6 @@ SCHEMAS: dict[str, Schema] = {
             shard_name=_lab_images,
             needs_embeddings=True,
             takes_embeddings=True,
-            needs_lab_size=True,
             description="Lab targets (image_l, image_ab) + CNN embedding (Deep Koalarization)",
         ),
     )
@@ -342,6 +383,11 @@ def get_schema(name: str) -> Schema:
 def shard_filename(schema: str, split: str, index: int, total: int) -> str:
     """File name of shard ``index`` of ``total`` (0-based) for ``split``."""
     return get_schema(schema).filename(split, index, total)
+
+
+def shard_path(schema: str, split: str, index: int, total: int) -> str:
+    """Path of shard ``index`` of ``total`` inside ``records/<schema>/`` (the rules' too)."""
+    return get_schema(schema).path(split, index, total)
 
 
 # -- writing ------------------------------------------------------------------------
@@ -378,7 +424,6 @@ def iter_samples(
     pin_paths=None,
     n_pins=None,
     embeddings=None,
-    lab_size=None,
 ) -> Iterator[Sample]:
     """The shard's images in position order, each joined with its label row.
 
@@ -426,7 +471,6 @@ def iter_samples(
                 pin_path=None if pin_paths is None else pin_paths[number],
                 n_pins=n_pins,
                 embedding=None if embeddings is None else embeddings[number],
-                lab_size=lab_size,
             )
         extra = next(files, None)
         if extra is not None:
@@ -493,7 +537,6 @@ def write_shard(
     targets=None,
     n_pins: int | None = None,
     embeddings=None,
-    lab_size: int = 224,
 ) -> dict:
     """Write one TFRecord shard; same inputs give a byte-identical file.
 
@@ -505,8 +548,8 @@ def write_shard(
     ignore both). ``embeddings`` is a float ``.npy`` file, shape [meta rows, D], row r
     for the r-th meta row in position order: required by schemas with
     ``needs_embeddings``, stored as ``image/embedding`` by imagenet and dlbs when given
-    (their records are otherwise unchanged), an error for other schemas. ``lab_size``
-    is the side of koalarization's Lab targets. Returns records, sha256 and bytes.
+    (their records are otherwise unchanged), an error for other schemas. Returns
+    records, sha256 and bytes.
     """
     spec = get_schema(schema)
     labels = read_labels(labels_tsv, label_base)
@@ -521,19 +564,9 @@ def write_shard(
         n_pins = int(n_pins)
     else:
         n_pins = None
-    if spec.needs_lab_size:
-        if isinstance(lab_size, bool) or not isinstance(lab_size, int | np.integer):
-            raise ValueError(f"lab_size must be an integer, got {lab_size!r}")
-        if lab_size < 1:
-            raise ValueError(f"lab_size must be at least 1, got {lab_size}")
-        lab_size = int(lab_size)
-    else:
-        lab_size = None
     if boxes is None and not spec.stores_boxes:
         boxes = {}  # the index's boxes are moved through the geometry only where stored
-    samples = iter_samples(
-        index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors, lab_size
-    )
+    samples = iter_samples(index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors)
     with TFRecordWriter(out_path, compression) as writer:
         for sample in samples:
             label = spec.label(sample.label_index, label_base)

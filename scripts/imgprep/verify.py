@@ -24,6 +24,8 @@ from imgprep.atomic import atomic_write
 from imgprep.records import (
     COLORSPACE_CHANNELS,
     INDEX_COLUMNS,
+    KOALARIZATION_EMBEDDING,
+    KOALARIZATION_LAB_SIZE,
     TANGLER_VERSION,
     get_schema,
     read_labels,
@@ -179,9 +181,10 @@ def _tangler_parser(tf) -> Callable:
     return parse
 
 
-def _koalarization_parser(tf, lab_size: int) -> Callable:
-    """Koalarization's own reader layout: fixed-size L and ab, any-length embedding."""
-    pixels = lab_size * lab_size
+def _koalarization_parser(tf) -> Callable:
+    """Koalarization's reader layout: L and ab fixed at 224 x 224; the embedding read at
+    any length, so that a wrong size is reported as such, not as an unreadable record."""
+    pixels = KOALARIZATION_LAB_SIZE * KOALARIZATION_LAB_SIZE
     features = {
         "image_name": tf.io.FixedLenFeature([], tf.string),
         "image_l": tf.io.FixedLenFeature([pixels], tf.float32),
@@ -203,6 +206,7 @@ def _koalarization_parser(tf, lab_size: int) -> Callable:
         return {
             "filename": example["image_name"],
             "l_range": tf.stack([tf.reduce_min(lightness), tf.reduce_max(lightness)]),
+            "ab_range": tf.stack([tf.reduce_min(ab), tf.reduce_max(ab)]),
             "finite": finite,
             "embedding_size": tf.size(embedding, out_type=tf.int64),
         }
@@ -410,18 +414,25 @@ def _same_everywhere(seen: dict, key: str, value, where: str, problems) -> None:
 
 
 def _check_koalarization_batch(batch: dict, first: int, expected, problems, seen) -> None:
-    """Koalarization records: L range, finite values, one embedding size; no labels."""
+    """Koalarization records: L and ab in [-1, 1], finite, 1001 logits; no labels."""
     for i, where in _count_names(batch, first, expected, seen):
         finite = batch["finite"][i]
         for flag, key in zip(finite, ("image_l", "image_ab", "image_embedding"), strict=True):
             if not flag:
                 problems.add(f"{key} not finite", where)
-        low, high = (float(v) for v in batch["l_range"][i])
-        if finite[0] and (low < -1 - _L_TOLERANCE or high > 1 + _L_TOLERANCE):
-            problems.add("image_l outside [-1, 1]", f"{where}: {low:.4g}..{high:.4g}")
+        for key, flag, values in (
+            ("image_l", finite[0], batch["l_range"][i]),
+            ("image_ab", finite[1], batch["ab_range"][i]),
+        ):
+            low, high = (float(v) for v in values)
+            if flag and (low < -1 - _L_TOLERANCE or high > 1 + _L_TOLERANCE):
+                problems.add(f"{key} outside [-1, 1]", f"{where}: {low:.4g}..{high:.4g}")
         size = int(batch["embedding_size"][i])
-        if size == 0:
-            problems.add("empty image_embedding", where)
+        if size != KOALARIZATION_EMBEDDING:
+            problems.add(
+                f"image_embedding not {KOALARIZATION_EMBEDDING} values (Koalarization's reader)",
+                f"{where}: {size}",
+            )
         _same_everywhere(seen, "embedding_size", size, where, problems)
 
 
@@ -516,7 +527,6 @@ def verify_shards(
     compression: str | None = None,
     threads: int = 1,
     cache_dir=None,
-    lab_size: int = 224,
 ) -> list[dict]:
     """Verify each shard ({"record", "index", "rejects"} paths); raise on the first bad one.
 
@@ -525,7 +535,6 @@ def verify_shards(
     files are unchanged since it last passed (same size and mtime, as Snakemake judges
     them) is not read again: touching one image of ImageNet re-verifies one shard, not
     1.28M images. TensorFlow is imported only when some shard needs reading.
-    ``lab_size`` is the side of koalarization's Lab targets (other schemas ignore it).
     """
     spec = get_schema(schema)
     if schema not in _PARSERS:
@@ -533,8 +542,6 @@ def verify_shards(
     labels = read_labels(labels_tsv, label_base)
     compression = normalize_compression(compression)
     settings = {"schema": schema, "compression": compression, "label_base": label_base}
-    if spec.needs_lab_size:
-        settings["lab_size"] = int(lab_size)
     labels_digest = hashlib.sha256(Path(labels_tsv).read_bytes()).hexdigest()
     cache = Path(cache_dir) if cache_dir is not None else None
     results = []
@@ -550,7 +557,7 @@ def verify_shards(
         if tf is None:
             tf = _tensorflow(threads)
             make_parser, format_, _ = _PARSERS[schema]
-            parse = make_parser(tf, int(lab_size)) if spec.needs_lab_size else make_parser(tf)
+            parse = make_parser(tf)
         result = _verify_shard(
             tf, spec, parse, format_, shard, labels, label_base, compression, threads
         )
