@@ -219,6 +219,14 @@ def _check_tangler_resize(resize: dict) -> None:
         )
 
 
+def uses_default_config(command_line_config: dict) -> bool:
+    """Whether the Snakefile reads config.yaml (the embedded sample's configuration) under
+    the configuration given on the command line: a configuration that names its own
+    ``source`` stands alone, since merging would carry the sample's split folders, label
+    texts and schemas into it; one without (``resize: {mode: pad}``) overrides keys."""
+    return "source" not in command_line_config
+
+
 def split_dir(config: dict, split: str) -> Path:
     """Folder of a split in the split-folders layout."""
     return Path(config["source"]["root"]) / config["splits"][split].get("dir", split)
