@@ -12,5 +12,6 @@ rule embed_shard:
     threads: config["threads"]["embed"]
     params:
         embed=embed_params(),
+        upstream=upstream("embed"),
     script:
         "../scripts/embed_shard.py"

@@ -1,12 +1,13 @@
 rule records_shard:
     input:
-        index=f"{RESULTS}/index/{{split}}/{{shard}}.tsv",
-        labels=f"{RESULTS}/index/labels.tsv",
+        index=lambda w: shard_index(w.split, w.shard),
+        labels=LABELS_TSV,
         tar=f"{RESULTS}/resized/{{split}}/{{shard}}.tar",
         meta=f"{RESULTS}/resized/{{split}}/{{shard}}.meta.tsv",
         embeddings=shard_embeddings,
     output:
         f"{RESULTS}/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}",
+        sha256=f"{RESULTS}/checksums/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}.sha256",
     log:
         f"{RESULTS}/logs/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}.log",
     wildcard_constraints:
@@ -19,6 +20,7 @@ rule records_shard:
         schema=lambda w: w.schema,
         compression=config["records"]["compression"],
         label_base=config["labels"]["base"],
+        upstream=lambda w: upstream("records", w.schema),
     script:
         "../scripts/records_shard.py"
 
@@ -27,12 +29,13 @@ rule records_shard:
 use rule records_shard as records_tangler with:
     input:
         index=lambda w: shard_index(w.split, tangler_shard(w)),
-        labels=f"{RESULTS}/index/labels.tsv",
+        labels=LABELS_TSV,
         tar=lambda w: f"{RESULTS}/resized/{w.split}/{tangler_shard(w)}.tar",
         meta=lambda w: f"{RESULTS}/resized/{w.split}/{tangler_shard(w)}.meta.tsv",
         targets=lambda w: f"{RESULTS}/ravel/{w.split}/{tangler_shard(w)}.npy",
     output:
         f"{RESULTS}/records/tangler/{{split}}/tangle_{{number}}-of-{{total}}.tfrecord",
+        sha256=f"{RESULTS}/checksums/records/tangler/{{split}}/tangle_{{number}}-of-{{total}}.tfrecord.sha256",
     log:
         f"{RESULTS}/logs/records/tangler/{{split}}/tangle_{{number}}-of-{{total}}.log",
     wildcard_constraints:
@@ -43,18 +46,20 @@ use rule records_shard as records_tangler with:
         compression=config["records"]["compression"],
         label_base=config["labels"]["base"],
         n_pins=config["ravel"]["pins"],
+        upstream=upstream("records", "tangler"),
 
 
 # Deep Koalarization's files: one folder, validation shards prefixed val_.
 use rule records_shard as records_koalarization with:
     input:
         index=lambda w: shard_index(*koalarization_shard(w)),
-        labels=f"{RESULTS}/index/labels.tsv",
+        labels=LABELS_TSV,
         tar=lambda w: "{}/resized/{}/{}.tar".format(RESULTS, *koalarization_shard(w)),
         meta=lambda w: "{}/resized/{}/{}.meta.tsv".format(RESULTS, *koalarization_shard(w)),
         embeddings=lambda w: "{}/embed/{}/{}.npy".format(RESULTS, *koalarization_shard(w)),
     output:
         f"{RESULTS}/records/koalarization/{{name}}.tfrecord",
+        sha256=f"{RESULTS}/checksums/records/koalarization/{{name}}.tfrecord.sha256",
     log:
         f"{RESULTS}/logs/records/koalarization/{{name}}.log",
     wildcard_constraints:
@@ -64,3 +69,4 @@ use rule records_shard as records_koalarization with:
         compression=config["records"]["compression"],
         label_base=config["labels"]["base"],
         lab_size=config["embed"]["lab_size"],
+        upstream=upstream("records", "koalarization"),

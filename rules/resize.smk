@@ -14,5 +14,6 @@ rule resize_shard:
     threads: config["threads"]["resize"]
     params:
         resize=config["resize"],
+        upstream=upstream("resize"),
     script:
         "../scripts/resize_shard.py"

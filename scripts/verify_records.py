@@ -4,26 +4,37 @@ import json
 
 from imgprep.atomic import atomic_write
 from imgprep.rulelog import rule_log
-from imgprep.verify import verify_shards
+from imgprep.verify import VerificationError, forget_failed, verify_shards
 
 with rule_log(snakemake):
     inputs = snakemake.input
     shards = [
-        {"split": split, "record": record, "index": index, "rejects": rejects}
-        for split, record, index, rejects in zip(
-            snakemake.params.splits, inputs.records, inputs.indexes, inputs.rejects, strict=True
+        {"split": split, "record": record, "sha256": sha256, "index": index, "rejects": rejects}
+        for split, record, sha256, index, rejects in zip(
+            snakemake.params.splits,
+            inputs.records,
+            inputs.sha256,
+            inputs.indexes,
+            inputs.rejects,
+            strict=True,
         )
     ]
-    results = verify_shards(
-        snakemake.wildcards.schema,
-        shards,
-        inputs.labels,
-        label_base=snakemake.params.label_base,
-        compression=snakemake.params.compression,
-        threads=snakemake.threads,
-        cache_dir=snakemake.params.cache,
-        **({"lab_size": snakemake.params.lab_size} if snakemake.params.lab_size else {}),
-    )
+    try:
+        results = verify_shards(
+            snakemake.wildcards.schema,
+            shards,
+            inputs.labels,
+            label_base=snakemake.params.label_base,
+            compression=snakemake.params.compression,
+            threads=snakemake.threads,
+            cache_dir=snakemake.params.cache,
+            full=bool(snakemake.params.full),
+            **({"lab_size": snakemake.params.lab_size} if snakemake.params.lab_size else {}),
+        )
+    except VerificationError as error:
+        for path in forget_failed(error, snakemake.params.reports):
+            print(f"removed {path}: rebuilt and checked again by the next run")
+        raise
     report = {"schema": snakemake.wildcards.schema, "splits": {}}
     for shard, result in zip(shards, results, strict=True):
         report["splits"].setdefault(shard["split"], []).append(result)
