@@ -31,8 +31,9 @@ with rule_log(snakemake):
             full=bool(snakemake.params.full),
             **({"lab_size": snakemake.params.lab_size} if snakemake.params.lab_size else {}),
         )
-    except VerificationError as error:
-        for path in forget_failed(error, snakemake.params.reports):
+    except Exception as error:  # whatever broke, no summary may vouch for these shards
+        failed = error if isinstance(error, VerificationError) else VerificationError(str(error))
+        for path in forget_failed(failed, snakemake.params.reports):
             print(f"removed {path}: rebuilt and checked again by the next run")
         raise
     report = {"schema": snakemake.wildcards.schema, "splits": {}}

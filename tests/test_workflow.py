@@ -371,19 +371,23 @@ def test_a_dry_run_during_a_build_leaves_it_intact_and_sees_the_new_work(tmp_pat
 
         # --rerun-incomplete as in profiles/local: the running jobs' outputs are incomplete
         dry = snakemake(work, "-n", "--rerun-incomplete")
-        assert build.poll() is None, "the dry run overlapped the build"
-        planned = [line for line in dry.stdout.splitlines() if "imgprep-index-" in line]
-        assert any(f"train/{shard:05d}.tsv" in line for line in planned), dry.stdout[-3000:]
-        assert f"resized/train/{shard:05d}.tar" in dry.stdout
-        assert listed.read_bytes() == before, "the build's shard list was rewritten"
+        dry_overlapped = build.poll() is None
+        during = listed.read_bytes()
         second = snakemake(work, "--cores", "1", check=False)
-        assert second.returncode != 0 and "is building from" in second.stdout + second.stderr
-        assert build.poll() is None, "the refused build overlapped the build"
+        second_overlapped = build.poll() is None
     finally:
         log = build.communicate(timeout=600)[0]
+    assert dry_overlapped and second_overlapped, "the build ended too soon for this test"
+    # the running build is intact: its lists unchanged, and it passed verification
+    assert during == before, "the dry run rewrote the shard list under the build"
     assert build.returncode == 0, log[-4000:]
     assert listed.read_bytes() == before
     assert json.loads((work / "results" / "summary.json").read_text())["totals"]["rejects"] == 2
+    # the dry run answered for the files on disk: it planned the added image's shard
+    planned = [line for line in dry.stdout.splitlines() if "imgprep-index-" in line]
+    assert any(f"train/{shard:05d}.tsv" in line for line in planned), dry.stdout[-3000:]
+    assert f"resized/train/{shard:05d}.tar" in dry.stdout
+    assert second.returncode != 0 and "is building from" in second.stdout + second.stderr
     assert outstanding(work)["resize_shard"] == 1  # the next invocation takes the image in
     assert name in listed.read_text()
 
