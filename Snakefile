@@ -8,7 +8,20 @@
 # (per schema) -> summary.
 
 
-configfile: "config.yaml"
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
+from imgprep.config import uses_default_config
+
+# config.yaml configures the embedded sample. A --configfile that names its own `source`
+# is a whole configuration (schema defaults fill in the rest): Snakemake would otherwise
+# merge config.yaml's sample keys (splits.*.dir, labels.synsets, ...) into it. A file
+# without `source` (pad299.yaml) overrides keys of config.yaml.
+if uses_default_config(config):
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

@@ -1,3 +1,4 @@
+import os
 import sys
 import time
 from pathlib import Path
@@ -5,12 +6,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from imgprep.config import ConfigError, validate_config
-from imgprep.index import shard_index_path, update_index
+from imgprep.index import IndexBusy, shard_index_path, update_index
 from imgprep.records import shard_path
 from imgprep.slim import checkpoint_files
 from imgprep.s3_index import adopt_snakemake_settings, publish_index
 from imgprep.report import failure_report, success_report
 from imgprep.slurm import job_cpu_limit
+from imgprep.upstream import upstream_digest
 
 try:
     _validated = validate_config(config)
@@ -37,8 +39,27 @@ S3_STORAGE = adopt_snakemake_settings(workflow)
 
 # The scan of the sources runs once, in the process that plans the jobs; cluster jobs
 # re-parse this file and must not walk a million files again.
+# A build holds the index lock until it ends; a dry run beside it plans from private
+# copies of the changed index files (INDEX.pending) and leaves the build's files alone.
+INDEX = None
 if workflow.is_main_process:
-    publish_index(config, update_index(config), S3_STORAGE)
+    try:
+        INDEX = update_index(config, dryrun=workflow.output_settings.dryrun)
+    except IndexBusy as error:
+        raise WorkflowError(str(error)) from None
+    if not INDEX.pending:
+        publish_index(config, INDEX, S3_STORAGE)
+
+
+def index_file(name):
+    """An index file (train/00001.tsv, labels.tsv) as this invocation plans with it."""
+    if INDEX is not None and name in INDEX.pending and S3_STORAGE is None:
+        return INDEX.pending[name]
+    return f"{RESULTS}/index/{name}"
+
+
+LABELS_TSV = index_file("labels.tsv")
+IGNORED_TSV = index_file("ignored.tsv")
 
 
 def stage_threads(stage):
@@ -71,7 +92,7 @@ def shard_ids(split):
 
 
 def shard_index(split, shard):
-    return str(shard_index_path(RESULTS, split, shard))
+    return index_file(shard_index_path("", split, shard).relative_to("index").as_posix())
 
 
 def record_name(schema, split, shard):
@@ -152,7 +173,7 @@ def record_inputs(wildcards):
     split, shard = record_source(wildcards)
     inputs = {
         "index": shard_index(split, shard),
-        "labels": f"{RESULTS}/index/labels.tsv",
+        "labels": LABELS_TSV,
         "tar": f"{RESULTS}/resized/{split}/{shard}.tar",
         "meta": f"{RESULTS}/resized/{split}/{shard}.meta.tsv",
     }
@@ -184,3 +205,22 @@ def all_rejects():
 
 def summary_outputs():
     return [f"{RESULTS}/summary.json", f"{RESULTS}/summary.tsv", f"{RESULTS}/rejects.tsv"]
+
+
+def upstream(stage, schema=None):
+    """Digest of the settings a stage's output is made from, its own and upstream ones: a
+    params value, so a changed setting re-runs the stage even when the intermediate files
+    between (resized tars, ...) are gone."""
+    return upstream_digest(config, stage, schema)
+
+
+def record_checksum(record):
+    """The sha256 written with a record shard, in a tree beside records/ (a file next to
+    the shards would match the consumers' globs, train-*)."""
+    return f"{RESULTS}/checksums/{os.path.relpath(record, RESULTS)}.sha256"
+
+
+def verify_full():
+    """verify.full: a token new in every invocation, so the params change and every
+    verification re-runs, reading every shard (its cache ignored)."""
+    return f"full {time.time_ns()}" if config["verify"]["full"] else False

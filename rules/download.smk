@@ -1,7 +1,7 @@
 # URL lists only (source.type urls): fetch one shard's images before resizing them.
 rule download_shard:
     input:
-        index=f"{RESULTS}/index/{{split}}/{{shard}}.tsv",
+        index=lambda w: shard_index(w.split, w.shard),
     output:
         tar=f"{RESULTS}/downloads/{{split}}/{{shard}}.tar",
         status=f"{RESULTS}/downloads/{{split}}/{{shard}}.tsv",

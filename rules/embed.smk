@@ -15,5 +15,6 @@ rule embed_shard:
         # TensorFlow's op pools: the float sums of a layer are split by their size, so
         # the embeddings follow threads.embed, never the --cores Snakemake lowers it to
         tf_threads=config["threads"]["embed"],
+        upstream=upstream("embed"),
     script:
         "../scripts/embed_shard.py"

@@ -1,7 +1,7 @@
 rule index_table:
     input:
         shards=split_shard_indexes,
-        labels=f"{RESULTS}/index/labels.tsv",
+        labels=LABELS_TSV,
     output:
         f"{RESULTS}/index/{{split}}.tsv",
     log:

@@ -12,5 +12,6 @@ rule ravel_shard:
     threads: stage_threads("ravel")
     params:
         ravel=config["ravel"],
+        upstream=upstream("ravel"),
     script:
         "../scripts/ravel_shard.py"

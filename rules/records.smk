@@ -6,6 +6,7 @@ rule records_shard:
         unpack(record_inputs),
     output:
         f"{RESULTS}/records/{{schema}}/{{name}}",
+        sha256=f"{RESULTS}/checksums/records/{{schema}}/{{name}}.sha256",
     log:
         f"{RESULTS}/logs/records/{{schema}}/{{name}}.log",
     wildcard_constraints:
@@ -18,6 +19,7 @@ rule records_shard:
         compression=config["records"]["compression"],
         label_base=config["labels"]["base"],
         n_pins=record_n_pins,
+        upstream=lambda w: upstream("records", w.schema),
     script:
         "../scripts/records_shard.py"
 

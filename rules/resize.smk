@@ -15,5 +15,6 @@ rule resize_shard:
     params:
         resize=config["resize"],
         source=source_read_params(),
+        upstream=upstream("resize"),
     script:
         "../scripts/resize_shard.py"

@@ -1,5 +1,8 @@
 """Rule records_shard: one TFRecord shard of one schema."""
 
+from pathlib import Path
+
+from imgprep.atomic import atomic_write
 from imgprep.records import write_shard
 from imgprep.rulelog import rule_log
 
@@ -20,4 +23,7 @@ with rule_log(snakemake):
         label_base=snakemake.params.label_base,
         **extra,
     )
+    # the digest of the bytes as written, for verify_records to compare (sha256sum format)
+    with atomic_write(snakemake.output.sha256, "w") as handle:
+        handle.write(f"{written['sha256']}  {Path(snakemake.output[0]).name}\n")
     print(written)

@@ -144,3 +144,78 @@ def test_a_keras_model_for_koalarization_must_output_imagenet_logits(config, tmp
     config["embed"] = {"weights": str(path)}
     with pytest.raises(ConfigError, match="'embed.weights'.*no Dense layer"):
         validate_config(config)
+
+
+def _integer_keys(schema: dict, path=()):
+    """Dotted paths of every integer-typed key of the schema (splits via 'train')."""
+    if schema.get("type") == "integer":
+        yield path
+    for name, sub in schema.get("properties", {}).items():
+        yield from _integer_keys(sub, (*path, name))
+    if isinstance(schema.get("additionalProperties"), dict):  # splits.<name>
+        yield from _integer_keys(schema["additionalProperties"], (*path, "train"))
+    for option in schema.get("oneOf", ()):  # resize.size: a side
+        if option.get("type") == "integer":
+            yield path
+
+
+def _set(config: dict, path: tuple, value) -> None:
+    for name in path[:-1]:
+        config = config.setdefault(name, {})
+    config[path[-1]] = value
+
+
+def _schema_integer_keys():
+    with open(REPO / "schemas" / "config.schema.yaml") as handle:
+        return sorted(set(_integer_keys(yaml.safe_load(handle))))
+
+
+@pytest.mark.parametrize("path", _schema_integer_keys(), ids=".".join)
+def test_integer_keys_reject_floats_and_booleans(config, path):
+    """JSON Schema's `integer` accepts 4.0; imgprep's does not (4.0 broke range(),
+    quality 90.0 the encoder, seed 0.0 silently changed every shard)."""
+    validate_config(config)  # the base config is valid
+    for value in (4.0, 1.0, True):
+        bad = copy.deepcopy(config)
+        _set(bad, path, value)
+        with pytest.raises(ConfigError) as error:
+            validate_config(bad)
+        assert f"'{'.'.join(path)}'" in str(error.value), value
+
+
+def test_integer_keys_cover_the_known_breakers():
+    keys = {".".join(path) for path in _schema_integer_keys()}
+    assert {"splits.train.shards", "resize.size", "resize.quality", "seed", "labels.base"} <= keys
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c["resize"].update(size=[128.0, 128]), "resize.size"),
+        (lambda c: c["resize"].update(fill=[0.0, 0, 0]), "resize.fill.0"),
+        (lambda c: c["resize"].update(size=0), "resize.size"),
+        (lambda c: c["resize"].update(quality=0), "resize.quality"),
+        (lambda c: c.update(seed=-1), "seed"),
+        (lambda c: c.update(seed=10**70), "seed"),  # 71 digits: longer than BLAKE2b's key
+        (lambda c: c.update(embed={"seed": 2**32}), "embed.seed"),  # numpy's seed range
+        (lambda c: c.update(ravel={"pins": 257}), "ravel.pins"),
+        (lambda c: c["splits"]["train"].update(shards=100000), "splits.train.shards"),
+    ],
+)
+def test_numbers_out_of_range_fail_naming_the_key(config, edit, key):
+    config = copy.deepcopy(config)
+    config.update(resize={})
+    edit(config)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    assert f"'{key}'" in str(error.value)
+
+
+def test_the_largest_seed_keys_the_shard_hash():
+    from imgprep.index import _placer
+
+    largest = validate_config(
+        {"source": {"root": str(REPO / "resources" / "sample")}, "seed": 10**64 - 1}
+    )["seed"]
+    plan = (("train", 1.0, 4),)
+    assert _placer(largest)("a/b.JPEG", plan) != _placer(0)("a/b.JPEG", plan)

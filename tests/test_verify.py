@@ -179,3 +179,44 @@ def test_cache_skips_unchanged_shards_and_rereads_changed_ones(tmp_path, monkeyp
         verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache)
     with pytest.raises(VerificationError):  # a failed verdict is never cached
         verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache)
+
+
+def test_recorded_sha256_catches_a_valid_rewrite_and_full_ignores_the_cache(tmp_path):
+    """A shard rewritten after its digest was recorded fails, even when it still parses;
+    with the cache, only ``full`` reads a shard whose size and mtime were kept."""
+    from imgprep.verify import forget_failed
+
+    inputs, shard = build(tmp_path)
+    recorded = tmp_path / "train-00000-of-00001.sha256"
+    digest = hashlib.sha256(shard["record"].read_bytes()).hexdigest()
+    recorded.write_text(f"{digest}  train-00000-of-00001\n")
+    shard["sha256"] = recorded
+    cache = tmp_path / "cache"
+    verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache)  # passes, cached
+
+    stat = shard["record"].stat()
+    data = bytearray(shard["record"].read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard["record"].write_bytes(bytes(data))
+    os.utime(shard["record"], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache)  # the cache trusts it
+    with pytest.raises(VerificationError) as error:
+        verify_shards("imagenet", [shard], inputs.labels, 0, cache_dir=cache, full=True)
+    assert error.value.failed == [shard]
+
+    inputs.write(shard["record"], schema="imagenet", label_base=0)  # as written, then
+    records = list(iter_records(shard["record"]))
+    with TFRecordWriter(shard["record"]) as writer:  # reordered: valid, not what was written
+        for record in reversed(records):
+            writer.write(record)
+    other = {**shard, "record": tmp_path / "other-00000-of-00001", "sha256": None}
+    inputs.write(other["record"], schema="imagenet", label_base=0)
+    rewrite(other["record"], lambda number, _: number != 2)  # a record missing
+    with pytest.raises(VerificationError, match="sha256 .* is not the .* recorded") as error:
+        verify_shards("imagenet", [other, shard], inputs.labels, 0)
+    assert error.value.failed == [other, shard]  # every shard checked, both named
+    report = tmp_path / "summary.json"
+    report.write_text("{}")
+    removed = forget_failed(error.value, [report])
+    assert not shard["record"].exists() and not recorded.exists() and not report.exists()
+    assert str(other["record"]) in removed

@@ -45,9 +45,9 @@ def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
     return proc
 
 
-def outstanding(workdir: Path) -> dict[str, int]:
+def outstanding(workdir: Path, *args) -> dict[str, int]:
     """Jobs a dry-run would run, by rule."""
-    proc = snakemake(workdir, "-n", "--quiet", "rules")
+    proc = snakemake(workdir, "-n", "--quiet", "rules", *args)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return {}
@@ -200,6 +200,28 @@ def test_changing_a_resize_parameter_reruns_resize_and_downstream_only(built, tm
     }
 
 
+def test_a_changed_setting_is_seen_after_the_intermediates_are_gone(built, tmp_path):
+    """Records carry a digest of every upstream setting: with resized/ removed (what
+    Snakemake does to a failed job's outputs), the records of another resize are still
+    outdated, not hidden behind the missing tars."""
+    work = tmp_path / "w"
+    shutil.copytree(built, work, symlinks=True)
+    # what Snakemake does to a failed resize_shard: its outputs and their metadata go
+    outputs = [p for kind in ("resized", "rejects") for p in (work / "results" / kind).rglob("*.*")]
+    for path in outputs:
+        path.unlink()
+    snakemake(work, "--cleanup-metadata", *(str(p.relative_to(work)) for p in outputs))
+    assert outstanding(work) == {}  # same config: a missing intermediate is not needed
+    write_config(work, resize={"mode": "pad", "size": 299})
+    assert outstanding(work) == {
+        "resize_shard": 6,
+        "records_shard": 12,
+        "verify_records": 2,
+        "summary": 1,
+        "all": 1,
+    }
+
+
 def test_same_inputs_give_byte_identical_shards_whatever_cores(built, tmp_path):
     other = new_workdir(tmp_path / "b")
     write_config(other, threads={"resize": 1, "records": 1, "verify": 1})
@@ -219,6 +241,58 @@ def test_removed_output_is_rebuilt_alone_and_no_temp_files_are_left(built, tmp_p
     snakemake(work, "--cores", "2")
     assert record_hashes(work) == before
     assert not [p for p in (work / "results").rglob("*") if p.name.endswith(".tmp")]
+
+
+def flip_a_byte(path: Path, keep_mtime: bool) -> None:
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_failed_verification_is_never_forgotten(built, tmp_path):
+    """The corrupt shard fails; the next run must not say "Nothing to be done" over the
+    old summary: the shard is rebuilt and checked again."""
+    work = tmp_path / "w"
+    shutil.copytree(built, work, symlinks=True)
+    shard = work / "results" / "records" / "imagenet" / "train-00001-of-00004"
+    flip_a_byte(shard, keep_mtime=False)
+    failed = snakemake(work, "--cores", "2", check=False)
+    assert failed.returncode != 0
+    assert "train-00001-of-00004" in failed.stdout + failed.stderr
+    assert not shard.exists(), "the shard that failed stays outstanding"
+    assert not (work / "results" / "summary.json").exists(), "no summary vouches for it"
+    assert outstanding(work) == {"records_shard": 1, "verify_records": 1, "summary": 1, "all": 1}
+    snakemake(work, "--cores", "2")
+    assert record_hashes(work) == record_hashes(built)
+    assert (work / "results" / "summary.json").read_text() == (
+        built / "results" / "summary.json"
+    ).read_text()
+
+
+def test_full_verification_catches_a_change_that_keeps_size_and_mtime(built, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(built, work, symlinks=True)
+    shard = work / "results" / "records" / "dlbs" / "validation-00000-of-00002"
+    checksum = work / "results" / "checksums" / "records" / "dlbs" / shard.name
+    recorded = checksum.with_name(shard.name + ".sha256").read_text().split()[0]
+    assert recorded == hashlib.sha256(shard.read_bytes()).hexdigest()  # recorded when written
+    flip_a_byte(shard, keep_mtime=True)
+    assert outstanding(work) == {}  # size and mtime are all Snakemake and the cache look at
+    write_config(work, verify={"full": True})
+    failed = snakemake(work, "--cores", "2", check=False)
+    assert failed.returncode != 0
+    assert not shard.exists()
+    write_config(work)
+    snakemake(work, "--cores", "2")
+    assert record_hashes(work) == record_hashes(built)
+    (work / "full.yaml").write_text("verify: {full: true}\n")
+    layered = ["--configfile", str(work / "config.yaml"), str(work / "full.yaml")]
+    for _ in range(2):  # while verify.full is set, every run reads every shard again
+        assert outstanding(work, *layered)["verify_records"] == 2
+        snakemake(work, "--cores", "2", *layered)
 
 
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):
@@ -259,6 +333,63 @@ def test_a_killed_run_resumes_without_redoing_finished_shards(built, tmp_path):
     snakemake(work, "--cores", "2", "--rerun-incomplete")
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished shards were redone"
     assert record_hashes(work) == record_hashes(built)
+
+
+def test_a_dry_run_during_a_build_leaves_it_intact_and_sees_the_new_work(tmp_path):
+    """`snakemake -n` while a build runs, after an image was added: the build's shard
+    lists stay as they are (it completes, verification passes), the dry run still reports
+    the added image's shard, and a second build is refused with a clear message."""
+    import time
+
+    from imgprep.index import _placer
+
+    work = new_workdir(tmp_path / "c")
+    write_config(work, threads={"resize": 1, "records": 1, "verify": 1})
+    build = subprocess.Popen(
+        [*SNAKEMAKE, "-d", str(work), "--cores", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        resized = work / "results" / "resized" / "train"
+        deadline = time.monotonic() + 300
+        while not list(resized.glob("*.meta.tsv")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shard = int(sorted(resized.glob("*.meta.tsv"))[0].name[:5])  # already resized
+        name = next(
+            f"n02123045/added_{n}.JPEG"
+            for n in range(1000)
+            if _placer(0)(f"n02123045/added_{n}.JPEG", (("train", 1.0, 4),))[1] == shard
+        )
+        shutil.copy2(
+            work / "sample" / "train" / "n02123045" / "n02123045_3.JPEG",
+            work / "sample" / "train" / name,
+        )
+        listed = work / "results" / "index" / "train" / f"{shard:05d}.tsv"
+        before = listed.read_bytes()
+
+        # --rerun-incomplete as in profiles/local: the running jobs' outputs are incomplete
+        dry = snakemake(work, "-n", "--rerun-incomplete")
+        dry_overlapped = build.poll() is None
+        during = listed.read_bytes()
+        second = snakemake(work, "--cores", "1", check=False)
+        second_overlapped = build.poll() is None
+    finally:
+        log = build.communicate(timeout=600)[0]
+    assert dry_overlapped and second_overlapped, "the build ended too soon for this test"
+    # the running build is intact: its lists unchanged, and it passed verification
+    assert during == before, "the dry run rewrote the shard list under the build"
+    assert build.returncode == 0, log[-4000:]
+    assert listed.read_bytes() == before
+    assert json.loads((work / "results" / "summary.json").read_text())["totals"]["rejects"] == 2
+    # the dry run answered for the files on disk: it planned the added image's shard
+    planned = [line for line in dry.stdout.splitlines() if "imgprep-index-" in line]
+    assert any(f"train/{shard:05d}.tsv" in line for line in planned), dry.stdout[-3000:]
+    assert f"resized/train/{shard:05d}.tar" in dry.stdout
+    assert second.returncode != 0 and "is building from" in second.stdout + second.stderr
+    assert outstanding(work)["resize_shard"] == 1  # the next invocation takes the image in
+    assert name in listed.read_text()
 
 
 def test_a_manifest_source_accounts_for_every_listed_file(tmp_path):

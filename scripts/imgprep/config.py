@@ -39,15 +39,24 @@ def load_schema() -> dict:
         return yaml.safe_load(handle)
 
 
+def _validator(schema: dict):
+    """Draft 2020-12, except that ``integer`` means an int: JSON Schema counts 4.0 as an
+    integer, but ``shards: 4.0`` breaks range(), ``quality: 90.0`` the JPEG encoder and
+    ``seed: 0.0`` keys the shard hash with "0.0", silently another order than ``seed: 0``."""
+    from jsonschema import Draft202012Validator, validators
+
+    def is_int(checker, instance) -> bool:
+        return isinstance(instance, int) and not isinstance(instance, bool)
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", is_int)
+    return validators.extend(Draft202012Validator, type_checker=checker)(schema)
+
+
 def validate_config(config: dict) -> dict:
     """Return a validated copy of ``config`` with defaults filled in, or raise ConfigError."""
-    from jsonschema import Draft202012Validator
-
     schema = load_schema()
     config = copy.deepcopy(dict(config))
-    errors = sorted(
-        Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path)
-    )
+    errors = sorted(_validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
         for error in errors[:10]:
@@ -301,6 +310,14 @@ def _keras_file_units(path) -> int | None:
     if last is None or last.get("class_name") != "Dense":
         return None
     return last["config"].get("units")
+
+
+def uses_default_config(command_line_config: dict) -> bool:
+    """Whether the Snakefile reads config.yaml (the embedded sample's configuration) under
+    the configuration given on the command line: a configuration that names its own
+    ``source`` stands alone, since merging would carry the sample's split folders, label
+    texts and schemas into it; one without (``resize: {mode: pad}``) overrides keys."""
+    return "source" not in command_line_config
 
 
 def split_dir(config: dict, split: str) -> Path:

@@ -7,13 +7,17 @@ that shard re-runs, and the scheduler never has to stat a million source files.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
+import fcntl
 import hashlib
 import math
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +63,9 @@ class ScanResult:
     labels: list[tuple[int, int, str, str]]
     changed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # index file name (train/00001.tsv, labels.tsv) -> the private copy a dry run plans
+    # with while another invocation builds from the index (see update_index)
+    pending: dict[str, str] = field(default_factory=dict)
 
     def paths(self, split: str, shard: int) -> list[str]:
         return [line.split("\t", 1)[0] for line in self.shards[split][shard]]
@@ -668,33 +675,134 @@ def _lines(columns, lines) -> bytes:
     return ("\n".join(["\t".join(columns), *lines]) + "\n").encode("utf-8", "surrogateescape")
 
 
+def _index_files(result: ScanResult):
+    """(name under index/, content) of every index file the scan result makes."""
+    for split, lists in result.shards.items():
+        for shard, members in enumerate(lists):
+            yield f"{split}/{shard_name(shard)}.tsv", _lines(INDEX_COLUMNS, members)
+    yield labels_path("").name, _tsv(LABEL_COLUMNS, result.labels)
+    ignored = [(shown(path), shown(reason)) for path, reason in result.ignored]
+    yield ignored_path("").name, _tsv(IGNORED_COLUMNS, ignored)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
 def write_index(config: dict, result: ScanResult) -> ScanResult:
     """Write every list whose content changed; leave the others (and their mtimes) alone."""
-    results = config["results"]
+    folder = index_dir(config["results"])
     changed = []
+    for name, data in _index_files(result):
+        if write_bytes_if_changed(folder / name, data):
+            changed.append(name)
     for split, lists in result.shards.items():
-        wanted = set()
-        for shard, members in enumerate(lists):
-            path = shard_index_path(results, split, shard)
-            wanted.add(path.name)
-            if write_bytes_if_changed(path, _lines(INDEX_COLUMNS, members)):
-                changed.append(f"{split}/{path.name}")
-        for stale in (index_dir(results) / split).glob("*.tsv"):
+        wanted = {f"{shard_name(shard)}.tsv" for shard in range(len(lists))}
+        for stale in (folder / split).glob("*.tsv"):
             if stale.name not in wanted:
                 stale.unlink()
                 changed.append(f"{split}/{stale.name} (removed)")
-    if write_bytes_if_changed(labels_path(results), _tsv(LABEL_COLUMNS, result.labels)):
-        changed.append("labels.tsv")
-    ignored = [(shown(path), shown(reason)) for path, reason in result.ignored]
-    if write_bytes_if_changed(ignored_path(results), _tsv(IGNORED_COLUMNS, ignored)):
-        changed.append("ignored.tsv")
     result.changed = changed
     return result
 
 
-def update_index(config: dict, log=sys.stderr) -> ScanResult:
-    """Scan and write; cheap when nothing changed. Run once per workflow invocation."""
-    result = write_index(config, scan(config))
+def plan_index(config: dict, result: ScanResult) -> ScanResult:
+    """Write nothing under results/: each index file whose content changed goes to a
+    private folder (removed at exit) and ``result.pending`` names it, so a dry run plans
+    with the files as they would be, while a running build keeps reading its own."""
+    folder = index_dir(config["results"])
+    private = None
+    for name, data in _index_files(result):
+        if not _holds(folder / name, data):
+            if private is None:
+                private = Path(tempfile.mkdtemp(prefix="imgprep-index-"))
+                atexit.register(shutil.rmtree, private, ignore_errors=True)
+            path = private / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            result.pending[name] = str(path)
+    result.changed = sorted(result.pending)
+    return result
+
+
+class IndexBusy(RuntimeError):
+    """Another invocation builds from this index; its lists must not change under it."""
+
+
+# index folder -> descriptor of its lock, held by this process for its life (a build)
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def _lock_index(results, role: str) -> int | None:
+    """Take ``index/.lock`` (flock, released by the kernel when the process ends, even
+    after a SIGKILL); None while another process holds it. The file says who holds it."""
+    folder = index_dir(results)
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.path.realpath(folder) in _HELD_LOCKS:
+        return _HELD_LOCKS[os.path.realpath(folder)]
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {role}\n".encode(), 0)
+    return fd
+
+
+def _lock_holder(results) -> str:
+    try:
+        return (index_dir(results) / ".lock").read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def update_index(config: dict, log=sys.stderr, dryrun: bool = False) -> ScanResult:
+    """Scan and write; cheap when nothing changed. Run once per workflow invocation.
+
+    A build holds ``index/.lock`` until it ends, so that no other invocation rewrites the
+    lists its jobs read (a list changed under a running job made verification fail). A
+    dry run that finds the lock held writes nothing and plans from private copies
+    (``pending``); any other invocation stops with IndexBusy. A dry run holds the lock
+    only while it writes; a build that finds such a writer waits for it.
+    """
+    results = config["results"]
+    result = scan(config)
+    role = "dry-run" if dryrun else "build"
+    fd = _lock_index(results, role)
+    deadline = time.monotonic() + 60
+    while fd is None and not dryrun and time.monotonic() < deadline:
+        if not _lock_holder(results).endswith(" dry-run"):
+            break
+        time.sleep(0.2)  # a dry run writing its lists: a moment
+        fd = _lock_index(results, role)
+    if fd is None and not dryrun:
+        raise IndexBusy(
+            f"another snakemake invocation (pid, role: {_lock_holder(results)}) is building "
+            f"from {index_dir(results)}; its shard lists must not change under its jobs. Wait "
+            "for it to finish (`snakemake -n` shows what will be outstanding then)."
+        )
+    if fd is None:
+        result = plan_index(config, result)
+        print(
+            f"imgprep index: a build is running on {index_dir(results)} (pid, role: "
+            f"{_lock_holder(results)}); index left as it is, outstanding work planned from "
+            f"{len(result.pending)} changed index file(s) kept aside",
+            file=log,
+        )
+    else:
+        try:
+            result = write_index(config, result)
+        finally:
+            held = os.path.realpath(index_dir(results))
+            if not dryrun:
+                _HELD_LOCKS[held] = fd
+            elif _HELD_LOCKS.get(held) != fd:
+                os.close(fd)  # closing releases the lock
     counts = ", ".join(f"{split} {n}" for split, n in result.counts().items())
     empty = sum(1 for lists in result.shards.values() for members in lists if not members)
     print(

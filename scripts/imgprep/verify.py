@@ -33,14 +33,18 @@ from imgprep.records import (
 from imgprep.tables import read_tsv
 from imgprep.tfrecord import normalize_compression
 
-__all__ = ["VerificationError", "verify_shards"]
+__all__ = ["VerificationError", "forget_failed", "read_recorded_sha256", "verify_shards"]
 
 _EXAMPLES = 5  # how many offending records a message quotes per problem
 _BATCH = 64
 
 
 class VerificationError(Exception):
-    """A shard does not hold what its inputs say it should."""
+    """A shard does not hold what its inputs say it should; ``failed``: those shards."""
+
+    def __init__(self, message: str, failed=()):
+        super().__init__(message)
+        self.failed = list(failed)
 
 
 def _tensorflow(threads: int):
@@ -510,13 +514,38 @@ def _check_across_shards(results: list[dict], keys) -> None:
             raise VerificationError(f"{key} differs between shards: {shown}")
 
 
-def _cache_key(shard: dict, labels_digest: str, settings: dict) -> dict:
-    """What a shard's verdict depends on: its files (size, mtime) and the label table."""
-    key = {"labels": labels_digest, **settings}
+def _cache_key(shard: dict, labels_digest: str, settings: dict, recorded: str | None) -> dict:
+    """What a shard's verdict depends on: its files (size, mtime), the label table and
+    the sha256 recorded when the shard was written."""
+    key = {"labels": labels_digest, "recorded_sha256": recorded, **settings}
     for role in ("record", "index", "rejects"):
         stat = os.stat(shard[role])
         key[role] = [str(shard[role]), stat.st_size, stat.st_mtime_ns]
     return key
+
+
+def read_recorded_sha256(path) -> str:
+    """The digest of a ``sha256sum``-style line (``<hex>  <name>``) written with a shard."""
+    digest = Path(path).read_text().split(maxsplit=1)[0] if Path(path).stat().st_size else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise VerificationError(f"{path}: not a recorded sha256")
+    return digest
+
+
+def forget_failed(error: VerificationError, reports=()) -> list[str]:
+    """A failed check stays failed: remove each failed shard and the sha256 recorded with
+    it, so that the next run rebuilds the shard and checks it again, and remove the
+    ``reports`` (the summary) that vouched for the old files. Snakemake itself only
+    removes the verification's own output, and would then treat it as a missing
+    intermediate behind an up-to-date summary: "Nothing to be done". Returns what was
+    removed."""
+    removed = []
+    paths = [shard.get(role) for shard in error.failed for role in ("record", "sha256")]
+    for path in [*paths, *reports]:
+        if path is not None and os.path.lexists(path):
+            os.unlink(path)
+            removed.append(str(path))
+    return removed
 
 
 def verify_shards(
@@ -527,14 +556,20 @@ def verify_shards(
     compression: str | None = None,
     threads: int = 1,
     cache_dir=None,
+    full: bool = False,
 ) -> list[dict]:
-    """Verify each shard ({"record", "index", "rejects"} paths); raise on the first bad one.
+    """Verify each shard ({"record", "index", "rejects"} paths, optionally "sha256": the
+    digest recorded when the shard was written); raise VerificationError naming every
+    bad shard (``failed``) after checking them all.
 
     Returns per shard: record (file name), records, rejects, index, bytes,
     sha256 and classes (distinct labels present). With ``cache_dir``, a shard whose
     files are unchanged since it last passed (same size and mtime, as Snakemake judges
     them) is not read again: touching one image of ImageNet re-verifies one shard, not
     1.28M images. TensorFlow is imported only when some shard needs reading.
+    A shard whose digest is not the recorded one fails (it changed after it was written).
+    ``full`` ignores the cache: every shard is read and its digest compared, which also
+    catches a change that kept size and mtime.
     """
     spec = get_schema(schema)
     if schema not in _PARSERS:
@@ -544,12 +579,17 @@ def verify_shards(
     settings = {"schema": schema, "compression": compression, "label_base": label_base}
     labels_digest = hashlib.sha256(Path(labels_tsv).read_bytes()).hexdigest()
     cache = Path(cache_dir) if cache_dir is not None else None
-    results = []
+    results, failures = [], []
     tf = parse = format_ = None
     for shard in shards:
-        key = _cache_key(shard, labels_digest, settings)
+        try:
+            recorded = read_recorded_sha256(shard["sha256"]) if shard.get("sha256") else None
+        except (OSError, VerificationError) as error:
+            failures.append((shard, f"shard {Path(shard['record']).name}: {error}"))
+            continue
+        key = _cache_key(shard, labels_digest, settings, recorded)
         entry = cache / f"{Path(shard['record']).name}.json" if cache else None
-        if entry is not None and entry.exists():
+        if entry is not None and not full and entry.exists():
             cached = json.loads(entry.read_text())
             if cached.get("key") == key:
                 results.append(cached["result"])
@@ -557,13 +597,28 @@ def verify_shards(
         if tf is None:
             tf = _tensorflow(threads)
             make_parser, format_, _ = _PARSERS[schema]
-            parse = make_parser(tf)
-        result = _verify_shard(
-            tf, spec, parse, format_, shard, labels, label_base, compression, threads
-        )
+        try:
+            result = _verify_shard(
+                tf, spec, parse, format_, shard, labels, label_base, compression, threads
+            )
+        except VerificationError as error:
+            failures.append((shard, str(error)))
+            continue
+        if recorded is not None and result["sha256"] != recorded:
+            failures.append(
+                (
+                    shard,
+                    f"shard {result['record']} failed verification:\n  sha256 {result['sha256']}"
+                    f" is not the {recorded} recorded when it was written (changed since)",
+                )
+            )
+            continue
         results.append(result)
         if entry is not None:
             with atomic_write(entry, "w") as handle:
                 json.dump({"key": key, "result": result}, handle, sort_keys=True)
+    if failures:
+        message = "\n".join(text for _, text in failures)
+        raise VerificationError(message, failed=[shard for shard, _ in failures])
     _check_across_shards(results, _ACROSS_SHARDS.get(schema, ()))
     return results

@@ -1,0 +1,55 @@
+"""What each per-shard stage is made from besides its input files, as one digest.
+
+Snakemake re-runs a job whose own ``params`` changed, and a job whose inputs are newer, but
+a missing intermediate does not count: once the resized tars are gone (Snakemake removes
+the outputs of a failed job), records made from 299-px ``pad`` images look up to date under
+a ``center-crop`` config. So every stage carries, as a ``params`` value, a digest of the
+settings of itself and of every stage upstream of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+# what the embeddings depend on (lab_size and in_records do not change them)
+EMBED_KEYS = ("model", "weights", "output", "input_size", "batch_size", "seed")
+STAGES = ("resize", "ravel", "embed", "records")
+
+
+def embed_settings(config: dict) -> dict:
+    return {key: config["embed"][key] for key in EMBED_KEYS}
+
+
+def _uses_embeddings(config: dict, schema: str) -> bool:
+    if schema == "koalarization":
+        return True
+    return schema in ("imagenet", "dlbs") and config["embed"]["in_records"]
+
+
+def upstream_settings(config: dict, stage: str, schema: str | None = None) -> dict:
+    """The settings a ``stage`` output (of ``schema``, for records) is made from."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    settings = {"resize": config["resize"]}
+    if config["source"]["type"] == "urls":
+        settings["download"] = config["download"]  # what download_shard's params are
+    if stage == "ravel" or (stage == "records" and schema == "tangler"):
+        settings["ravel"] = config["ravel"]
+    if stage == "embed" or (stage == "records" and _uses_embeddings(config, schema)):
+        settings["embed"] = embed_settings(config)
+    if stage == "records":
+        settings["records"] = {
+            "schema": schema,
+            "compression": config["records"]["compression"],
+            "label_base": config["labels"]["base"],
+        }
+        if schema == "koalarization":
+            settings["records"]["lab_size"] = config["embed"]["lab_size"]
+    return settings
+
+
+def upstream_digest(config: dict, stage: str, schema: str | None = None) -> str:
+    """Short SHA-256 of :func:`upstream_settings` (canonical JSON): a ``params`` value."""
+    text = json.dumps(upstream_settings(config, stage, schema), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
