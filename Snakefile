@@ -30,6 +30,7 @@ rule all:
     default_target: True
     input:
         summary_outputs(),
+        tfds_metadata_outputs(),
         # the shards are the product: a deleted one is rebuilt, not just re-verified
         [
             record

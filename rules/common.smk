@@ -5,6 +5,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from imgprep.config import ConfigError, validate_config
 from imgprep.index import shard_index_path, update_index
+from imgprep.records import record_index_path
+from imgprep.tfds_metadata import LABELS_FILE as TFDS_LABELS_FILE
+from imgprep.tfds_metadata import metadata_files
 from imgprep.s3_index import adopt_snakemake_settings, publish_index
 
 try:
@@ -17,6 +20,8 @@ config.update(_validated)
 RESULTS = config["results"]
 SPLITS = list(config["splits"])
 SCHEMAS = config["records"]["schemas"]
+# DALI's fn.readers.tfrecord and the tfrecord package seek by an index: uncompressed only.
+RECORD_INDEXES = config["records"]["compression"] == "none"
 
 
 wildcard_constraints:
@@ -109,6 +114,30 @@ def tangler_shard(wildcards):
 
 def record_shards(schema, split):
     return [record_shard(schema, split, shard) for shard in shard_ids(split)]
+
+
+def record_index_output(record):
+    """The records rules' `index` output for the shard pattern `record`, when shards get one."""
+    return {"index": record_index_path(record)} if RECORD_INDEXES else {}
+
+
+def record_indexes(schema):
+    """The index file of every shard of `schema` (none for compressed shards)."""
+    if not RECORD_INDEXES:
+        return []
+    return [record_index_path(r) for split in SPLITS for r in record_shards(schema, split)]
+
+
+def tfds_record_paths(schema):
+    """Per split, the shard paths relative to the schema's folder (TFDS' data_dir)."""
+    folder = f"{RESULTS}/records/{schema}/"
+    return {
+        split: [r.removeprefix(folder) for r in record_shards(schema, split)] for split in SPLITS
+    }
+
+
+def tfds_metadata_outputs():
+    return [f"{RESULTS}/records/{s}/{name}" for s in SCHEMAS for name in metadata_files(s)]
 
 
 def split_shard_indexes(wildcards):

@@ -6,7 +6,8 @@ rule records_shard:
         meta=f"{RESULTS}/resized/{{split}}/{{shard}}.meta.tsv",
         embeddings=shard_embeddings,
     output:
-        f"{RESULTS}/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}",
+        **record_index_output(f"{RESULTS}/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}"),
+        record=f"{RESULTS}/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}",
     log:
         f"{RESULTS}/logs/records/{{schema}}/{{split}}-{{shard}}-of-{{total}}.log",
     wildcard_constraints:
@@ -32,7 +33,10 @@ use rule records_shard as records_tangler with:
         meta=lambda w: f"{RESULTS}/resized/{w.split}/{tangler_shard(w)}.meta.tsv",
         targets=lambda w: f"{RESULTS}/ravel/{w.split}/{tangler_shard(w)}.npy",
     output:
-        f"{RESULTS}/records/tangler/{{split}}/tangle_{{number}}-of-{{total}}.tfrecord",
+        **record_index_output(
+            f"{RESULTS}/records/tangler/{{split}}/tangle_{{number}}-of-{{total}}.tfrecord"
+        ),
+        record=f"{RESULTS}/records/tangler/{{split}}/tangle_{{number}}-of-{{total}}.tfrecord",
     log:
         f"{RESULTS}/logs/records/tangler/{{split}}/tangle_{{number}}-of-{{total}}.log",
     wildcard_constraints:
@@ -54,7 +58,8 @@ use rule records_shard as records_koalarization with:
         meta=lambda w: "{}/resized/{}/{}.meta.tsv".format(RESULTS, *koalarization_shard(w)),
         embeddings=lambda w: "{}/embed/{}/{}.npy".format(RESULTS, *koalarization_shard(w)),
     output:
-        f"{RESULTS}/records/koalarization/{{name}}.tfrecord",
+        **record_index_output(f"{RESULTS}/records/koalarization/{{name}}.tfrecord"),
+        record=f"{RESULTS}/records/koalarization/{{name}}.tfrecord",
     log:
         f"{RESULTS}/logs/records/koalarization/{{name}}.log",
     wildcard_constraints:

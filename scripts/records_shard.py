@@ -17,9 +17,10 @@ with rule_log(snakemake):
         snakemake.input.labels,
         snakemake.input.meta,
         snakemake.input.tar,
-        snakemake.output[0],
+        snakemake.output.record,
         compression=snakemake.params.compression,
         label_base=snakemake.params.label_base,
+        index_path=snakemake.output.get("index"),
         **extra,
     )
     print(written)

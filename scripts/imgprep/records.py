@@ -37,6 +37,7 @@ __all__ = [
     "get_schema",
     "iter_samples",
     "read_labels",
+    "record_index_path",
     "shard_filename",
     "write_shard",
 ]
@@ -344,6 +345,15 @@ def shard_filename(schema: str, split: str, index: int, total: int) -> str:
     return get_schema(schema).filename(split, index, total)
 
 
+def record_index_path(record) -> str:
+    """Where the DALI / ``tfrecord`` index of a shard lives: ``idx/<shard file name>.idx``
+    in the shard's folder (DALI's ``<file>.idx``), in a subfolder so that no consumer's
+    glob over the shards (TPU ``train-*``, slim ``%s-*``, DLBS ``%s-*-of-*``,
+    Koalarization ``lab_images_*``, Tangler's per-split folder) picks it up."""
+    folder, name = os.path.split(os.fspath(record))
+    return os.path.join(folder, "idx", f"{name}.idx")
+
+
 # -- writing ------------------------------------------------------------------------
 
 
@@ -494,6 +504,7 @@ def write_shard(
     n_pins: int | None = None,
     embeddings=None,
     lab_size: int = 224,
+    index_path=None,
 ) -> dict:
     """Write one TFRecord shard; same inputs give a byte-identical file.
 
@@ -506,7 +517,9 @@ def write_shard(
     for the r-th meta row in position order: required by schemas with
     ``needs_embeddings``, stored as ``image/embedding`` by imagenet and dlbs when given
     (their records are otherwise unchanged), an error for other schemas. ``lab_size``
-    is the side of koalarization's Lab targets. Returns records, sha256 and bytes.
+    is the side of koalarization's Lab targets. ``index_path`` (uncompressed shards
+    only) gets the shard's DALI / ``tfrecord`` index, written in the same pass.
+    Returns records, sha256 and bytes.
     """
     spec = get_schema(schema)
     labels = read_labels(labels_tsv, label_base)
@@ -534,7 +547,7 @@ def write_shard(
     samples = iter_samples(
         index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors, lab_size
     )
-    with TFRecordWriter(out_path, compression) as writer:
+    with TFRecordWriter(out_path, compression, index_path) as writer:
         for sample in samples:
             label = spec.label(sample.label_index, label_base)
             writer.write(encode_example(spec.build(sample, label)))
