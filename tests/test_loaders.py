@@ -389,3 +389,13 @@ def test_tfds_readme_snippets(default_run, gray_run, tfds, monkeypatch):
     exec(readme_snippet("tfds-per-file"), names)
     count = sum(1 for _ in names["koala_train"])
     assert count == sum(expected_names(gray_run, "train").values())
+
+
+def test_compressed_shards_get_no_index_and_no_tfds_metadata(tmp_path):
+    work = new_workdir(tmp_path / "gzip")
+    write_config(work, records={"schemas": ["imagenet"], "compression": "gzip"})
+    plan = snakemake(work, "-n")
+    text = plan.stdout + plan.stderr
+    assert "records_shard" in text
+    assert ".idx" not in text
+    assert "tfds_metadata" not in text and "dataset_info.json" not in text
