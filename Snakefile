@@ -24,6 +24,8 @@ include: "rules/verify.smk"
 localrules:
     index_table,
     summary,
+    tfds_metadata,
+    tfds_metadata_unlabelled,
 
 
 rule all:

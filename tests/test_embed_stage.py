@@ -87,6 +87,7 @@ def test_record_settings_do_not_recompute_embeddings(koalas, tmp_path):
     assert outstanding(work) == {
         "records_koalarization": 6,
         "verify_records": 1,
+        "tfds_metadata_unlabelled": 1,
         "summary": 1,
         "all": 1,
     }

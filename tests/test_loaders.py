@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from test_workflow import new_workdir, snakemake, write_config
 
 TFDS_PLUGIN = REPO / ".plugins" / "tfds"
 DALI_INSTALL = "pip install nvidia-dali-cuda120==2.4.0"
+# DALI may live in a virtual environment of its own (≈ 1 GB): its interpreter
+DALI_PYTHON = os.environ.get("IMGPREP_DALI_PYTHON", sys.executable)
 TORCH_INSTALL = "pip install torch"
 # the second configuration: gray square images, every other schema, labels from 0
 GRAY = {
@@ -96,12 +99,12 @@ def tensorflow_records(shard: Path) -> list[bytes]:
     return [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
 
 
-def run_without_tensorflow(code: str, *args, cwd=None) -> dict:
+def run_without_tensorflow(code: str, *args, cwd=None, python=sys.executable) -> dict:
     """Run ``code`` in a fresh interpreter (the tfrecord package's protobufs and
     TensorFlow's register the same names: one process cannot import both); it prints
     one JSON document."""
     proc = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
+        [python, "-c", code, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -206,14 +209,17 @@ def test_pytorch_snippet(default_run):
 
 @pytest.mark.optional_extra
 def test_dali_snippet(default_run):
-    probe = subprocess.run([sys.executable, "-c", "import nvidia.dali"], capture_output=True)
+    probe = subprocess.run([DALI_PYTHON, "-c", "import nvidia.dali"], capture_output=True)
     if probe.returncode:
-        pytest.skip(f"optional extra: DALI is not installed ({DALI_INSTALL})")
+        pytest.skip(
+            f"optional extra: DALI is not installed ({DALI_INSTALL}; or set "
+            "IMGPREP_DALI_PYTHON to the python of an environment that has it)"
+        )
     code = readme_snippet("dali") + (
         "\nimport json\nprint(json.dumps({'shape': list(images.as_array().shape),"
         " 'labels': labels.as_array().ravel().tolist()}))"
     )
-    got = run_without_tensorflow(code, cwd=default_run)
+    got = run_without_tensorflow(code, cwd=default_run, python=DALI_PYTHON)
     assert got["shape"] == [8, 224, 224, 3]
     labels = pd.read_csv(default_run / "results" / "index" / "train.tsv", sep="\t")["label"]
     assert set(got["labels"]) <= set(labels)

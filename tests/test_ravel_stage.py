@@ -82,6 +82,7 @@ def test_a_ravel_parameter_reruns_ravel_and_tangler_records_only(tangled, tmp_pa
         "ravel_shard": 6,
         "records_tangler": 6,
         "verify_records": 1,
+        "tfds_metadata_unlabelled": 1,
         "summary": 1,
         "all": 1,
     }
