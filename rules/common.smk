@@ -136,6 +136,18 @@ def tfds_record_paths(schema):
     }
 
 
+def tfds_metadata_setting(schema, key):
+    """A setting of the schema's TFDS features; None where the schema's features do not
+    use it (so changing it re-runs no other schema's metadata)."""
+    if key == "channels" and schema == "imagenet":
+        return 3 if config["resize"]["colorspace"] == "rgb" else 1
+    if key == "embedding" and schema in ("imagenet", "dlbs"):
+        return config["embed"]["in_records"]
+    if key == "lab_size" and schema == "koalarization":
+        return config["embed"]["lab_size"]
+    return None
+
+
 def tfds_metadata_outputs():
     """TFDS metadata of every schema; none for compressed shards, which TFDS cannot read."""
     if not RECORD_INDEXES:

@@ -59,9 +59,10 @@ rule tfds_metadata:
     params:
         record_paths=lambda w: tfds_record_paths(w.schema),
         label_base=config["labels"]["base"],
-        channels=3 if config["resize"]["colorspace"] == "rgb" else 1,
-        embedding=config["embed"]["in_records"],
-        lab_size=config["embed"]["lab_size"],
+        # only what the schema's features depend on: a change re-runs just those rules
+        channels=lambda w: tfds_metadata_setting(w.schema, "channels"),
+        embedding=lambda w: tfds_metadata_setting(w.schema, "embedding"),
+        lab_size=lambda w: tfds_metadata_setting(w.schema, "lab_size"),
     script:
         "../scripts/tfds_metadata.py"
 

@@ -16,8 +16,11 @@ with rule_log(snakemake):
         snakemake.params.record_paths,
         snakemake.input.labels,
         label_base=snakemake.params.label_base,
-        channels=snakemake.params.channels,
-        embedding=snakemake.params.embedding,
-        lab_size=snakemake.params.lab_size,
+        # None: a setting this schema's features do not use
+        **{
+            key: getattr(snakemake.params, key)
+            for key in ("channels", "embedding", "lab_size")
+            if getattr(snakemake.params, key) is not None
+        },
     )
     print(written)
