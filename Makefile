@@ -24,7 +24,15 @@ run: $(BIN)/.installed
 		-r requirements-aws-test.txt
 	touch $@
 
-test: $(BIN)/.installed .plugins/aws/.installed
+# TensorFlow Datasets for tests/test_loaders.py: beside .venv too, without the pyarrow it
+# declares (requirements-tfds.txt says why).
+.plugins/tfds/.installed: requirements-tfds.txt $(BIN)/.installed
+	rm -rf .plugins/tfds
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target .plugins/tfds \
+		-r requirements-tfds.txt
+	touch $@
+
+test: $(BIN)/.installed .plugins/aws/.installed .plugins/tfds/.installed
 	$(BIN)/python -m pytest tests
 
 lint: $(BIN)/.installed

@@ -46,12 +46,15 @@ onerror:
 localrules:
     index_table,
     summary,
+    tfds_metadata,
+    tfds_metadata_unlabelled,
 
 
 rule all:
     default_target: True
     input:
         summary_outputs(),
+        tfds_metadata_outputs(),
         # the shards are the product: a deleted one is rebuilt, not just re-verified
         [
             record

@@ -7,8 +7,10 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from imgprep.config import ConfigError, validate_config
 from imgprep.index import IndexBusy, shard_index_path, update_index
-from imgprep.records import shard_path
+from imgprep.records import record_index_path, shard_path
 from imgprep.slim import checkpoint_files
+from imgprep.tfds_metadata import LABELS_FILE as TFDS_LABELS_FILE
+from imgprep.tfds_metadata import metadata_files
 from imgprep.s3_index import adopt_snakemake_settings, publish_index
 from imgprep.report import failure_report, success_report
 from imgprep.slurm import job_cpu_limit
@@ -25,6 +27,8 @@ RESULTS = config["results"]
 RUN_STARTED = time.time()
 SPLITS = list(config["splits"])
 SCHEMAS = config["records"]["schemas"]
+# DALI's fn.readers.tfrecord and the tfrecord package seek by an index: uncompressed only.
+RECORD_INDEXES = config["records"]["compression"] == "none"
 
 
 wildcard_constraints:
@@ -125,12 +129,15 @@ RECORD_SOURCES = record_sources()
 
 
 def record_source(wildcards):
-    """(split, shard) of a records file."""
+    """(split, shard) of a records file (tangler's in a folder per split)."""
+    name = wildcards.name
+    if "folder" in wildcards.keys():
+        name = f"{wildcards.folder}/{name}"
     try:
-        return RECORD_SOURCES[(wildcards.schema, wildcards.name)]
+        return RECORD_SOURCES[(wildcards.schema, name)]
     except KeyError:
         raise ValueError(
-            f"records/{wildcards.schema}/{wildcards.name} is no shard of this configuration"
+            f"records/{wildcards.schema}/{name} is no shard of this configuration"
         ) from None
 
 
@@ -191,6 +198,45 @@ def record_n_pins(wildcards):
 
 def record_shards(schema, split):
     return [record_shard(schema, split, shard) for shard in shard_ids(split)]
+
+
+def record_index_output(record):
+    """The records rules' `index` output for the shard pattern `record`, when shards get one."""
+    return {"index": record_index_path(record)} if RECORD_INDEXES else {}
+
+
+def record_indexes(schema):
+    """The index file of every shard of `schema` (none for compressed shards)."""
+    if not RECORD_INDEXES:
+        return []
+    return [record_index_path(r) for split in SPLITS for r in record_shards(schema, split)]
+
+
+def tfds_record_paths(schema):
+    """Per split, the shard paths relative to the schema's folder (TFDS' data_dir)."""
+    folder = f"{RESULTS}/records/{schema}/"
+    return {
+        split: [r.removeprefix(folder) for r in record_shards(schema, split)] for split in SPLITS
+    }
+
+
+def tfds_metadata_setting(schema, key):
+    """A setting of the schema's TFDS features; None where the schema's features do not
+    use it (so changing it re-runs no other schema's metadata)."""
+    if key == "channels" and schema == "imagenet":
+        return 3 if config["resize"]["colorspace"] == "rgb" else 1
+    if key == "embedding" and schema in ("imagenet", "dlbs"):
+        return config["embed"]["in_records"]
+    if key == "lab_size" and schema == "koalarization":
+        return config["embed"]["lab_size"]
+    return None
+
+
+def tfds_metadata_outputs():
+    """TFDS metadata of every schema; none for compressed shards, which TFDS cannot read."""
+    if not RECORD_INDEXES:
+        return []
+    return [f"{RESULTS}/records/{s}/{name}" for s in SCHEMAS for name in metadata_files(s)]
 
 
 def split_shard_indexes(wildcards):

@@ -18,9 +18,10 @@ with rule_log(snakemake):
         snakemake.input.labels,
         snakemake.input.meta,
         snakemake.input.tar,
-        snakemake.output[0],
+        snakemake.output.record,
         compression=snakemake.params.compression,
         label_base=snakemake.params.label_base,
+        index_path=snakemake.output.get("index"),
         **extra,
     )
     # the digest of the bytes as written, for verify_records to compare (sha256sum format)

@@ -20,6 +20,9 @@ with rule_log(snakemake):
             strict=True,
         )
     ]
+    if inputs.get("record_indexes"):  # uncompressed shards: their DALI / tfrecord index
+        for shard, record_index in zip(shards, inputs.record_indexes, strict=True):
+            shard["record_index"] = record_index
     try:
         results = verify_shards(
             snakemake.wildcards.schema,

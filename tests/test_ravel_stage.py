@@ -46,8 +46,9 @@ def test_tangler_targets_match_the_stored_images(tangled):
     names = []
     for split, shards in (("train", 4), ("validation", 2)):
         folder = tangled / "results" / "records" / "tangler" / split
-        files = sorted(p.name for p in folder.iterdir())
+        files = sorted(p.name for p in folder.glob("*tfrecord"))  # Tangler's train glob
         assert files == [f"tangle_{i:05d}-of-{shards:05d}.tfrecord" for i in range(1, shards + 1)]
+        assert sorted(p.name for p in folder.iterdir()) == ["idx", *files]  # index files
         for record in tf.data.TFRecordDataset([str(folder / f) for f in files]):
             ex = tf.io.parse_single_example(record, features)
             # libjpeg's accurate integer IDCT, as djpeg and Pillow decode (TF's default is
@@ -82,6 +83,7 @@ def test_a_ravel_parameter_reruns_ravel_and_tangler_records_only(tangled, tmp_pa
         "ravel_shard": 6,
         "records_tangler": 6,
         "verify_records": 1,
+        "tfds_metadata_unlabelled": 1,
         "summary": 1,
         "all": 1,
     }

@@ -203,7 +203,7 @@ def test_the_sample_runs_as_slurm_jobs_and_matches_a_local_run(cluster, plugin_p
         "resize_shard": shards,
         "records_shard": shards * len(SCHEMAS),
         "verify_records": len(SCHEMAS),
-    }, "index_table and summary are local rules; every other job goes to SLURM"
+    }, "index_table, summary and tfds_metadata are local rules; every other job goes to SLURM"
 
     # threads become --cpus-per-task, and the profile's memory reaches sbatch
     for rule, threads in [("resize_shard", THREADS["resize"]), ("records_shard", 1)]:

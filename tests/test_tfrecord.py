@@ -1,6 +1,8 @@
 import gzip
 import hashlib
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -15,7 +17,16 @@ from imgprep.tfrecord import (  # noqa: E402
     float_feature,
     int64_feature,
     iter_records,
+    record_index,
 )
+
+
+def tfrecord2idx(shard, index) -> None:
+    """The tfrecord package's own tool, in a process of its own: its example_pb2 and
+    TensorFlow's register the same protobuf names, so one process cannot import both."""
+    command = [sys.executable, "-m", "tfrecord.tools.tfrecord2idx", str(shard), str(index)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+
 
 RECORDS = [b"", b"a", b"hello world" * 100, bytes(range(256)) * 40]
 
@@ -216,3 +227,42 @@ def test_compression_names_from_config_and_tensorflow_agree():
     assert normalize_compression("zlib") == "ZLIB"
     with pytest.raises(ValueError, match="bz2"):
         normalize_compression("bz2")
+
+
+@pytest.mark.parametrize("records", [RECORDS, RECORDS[:1], []], ids=["four", "one", "none"])
+def test_record_index_is_what_tfrecord2idx_writes(tmp_path, records):
+    """DALI's and the tfrecord package's tfrecord2idx: "<offset> <framed length>\\n"."""
+    shard, index = tmp_path / "shard", tmp_path / "idx" / "shard.idx"
+    with TFRecordWriter(shard, index_path=index) as writer:
+        for record in records:
+            writer.write(record)
+    tfrecord2idx(shard, tmp_path / "theirs.idx")
+    assert index.read_bytes() == (tmp_path / "theirs.idx").read_bytes() == record_index(shard)
+    offset, lines = 0, []
+    for record in records:  # written out: length (8), its CRC (4), data, data CRC (4)
+        lines.append(f"{offset} {len(record) + 16}\n")
+        offset += len(record) + 16
+    assert index.read_text() == "".join(lines)
+
+
+def test_record_index_needs_an_uncompressed_file(tmp_path):
+    with pytest.raises(ValueError, match="no record index for GZIP"):
+        TFRecordWriter(tmp_path / "shard", "GZIP", index_path=tmp_path / "shard.idx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exception_leaves_no_index(tmp_path):
+    with pytest.raises(RuntimeError), TFRecordWriter(tmp_path / "s", index_path=tmp_path / "i"):
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_record_index_of_a_truncated_file(tmp_path):
+    path = tmp_path / "shard"
+    with TFRecordWriter(path) as writer:
+        writer.write(b"x" * 100)
+    data = path.read_bytes()
+    for cut in (data[:-1], data[:5]):
+        path.write_bytes(cut)
+        with pytest.raises(ValueError, match="truncated|runs past the end"):
+            record_index(path)

@@ -40,12 +40,14 @@ def test_good_shard_passes(tmp_path, schema, label_base, compression):
     inputs, shard = build(tmp_path, schema, label_base, compression)
     [result] = verify(schema, shard, inputs, label_base, compression)
     data = shard["record"].read_bytes()
+    records = list(iter_records(shard["record"], compression))
     assert result == {
         "record": "train-00000-of-00001",
         "records": 4,
         "rejects": 1,
         "index": 5,
         "bytes": len(data),
+        "example_bytes": sum(map(len, records)),  # TFDS' numBytes: without the framing
         "sha256": hashlib.sha256(data).hexdigest(),
         "classes": 3,
     }
@@ -220,3 +222,26 @@ def test_recorded_sha256_catches_a_valid_rewrite_and_full_ignores_the_cache(tmp_
     removed = forget_failed(error.value, [report])
     assert not shard["record"].exists() and not recorded.exists() and not report.exists()
     assert str(other["record"]) in removed
+
+
+def test_record_index_is_checked(tmp_path):
+    from imgprep.tfrecord import record_index
+
+    inputs = make_inputs(tmp_path / "in")
+    out = tmp_path / "train-00000-of-00001"
+    index = tmp_path / "idx" / "train-00000-of-00001.idx"
+    inputs.write(out, index_path=index)
+    shard = {"record": out, "index": inputs.index, "rejects": inputs.rejects}
+    assert verify("imagenet", {**shard, "record_index": index}, inputs)[0]["records"] == 4
+    lines = index.read_bytes().splitlines(keepends=True)
+    offset, length = lines[1].split()
+    for broken in (
+        b"".join(lines[:-1]),  # a record missing
+        b"".join([lines[0], b"%d %d\n" % (int(offset) + 1, int(length)), *lines[2:]]),
+        index.read_bytes().replace(b"\n", b"\r\n"),  # DALI and tfrecord read "\n" lines
+    ):
+        index.write_bytes(broken)
+        with pytest.raises(VerificationError, match="record index does not match the shard"):
+            verify("imagenet", {**shard, "record_index": index}, inputs)
+    index.write_bytes(record_index(out))
+    verify("imagenet", {**shard, "record_index": index}, inputs)

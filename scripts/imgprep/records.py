@@ -40,6 +40,7 @@ __all__ = [
     "get_schema",
     "iter_samples",
     "read_labels",
+    "record_index_path",
     "shard_filename",
     "shard_path",
     "slim_logits",
@@ -390,6 +391,15 @@ def shard_path(schema: str, split: str, index: int, total: int) -> str:
     return get_schema(schema).path(split, index, total)
 
 
+def record_index_path(record) -> str:
+    """Where the DALI / ``tfrecord`` index of a shard lives: ``idx/<shard file name>.idx``
+    in the shard's folder (DALI's ``<file>.idx``), in a subfolder so that no consumer's
+    glob over the shards (TPU ``train-*``, slim ``%s-*``, DLBS ``%s-*-of-*``,
+    Koalarization ``lab_images_*``, Tangler's per-split folder) picks it up."""
+    folder, name = os.path.split(os.fspath(record))
+    return os.path.join(folder, "idx", f"{name}.idx")
+
+
 # -- writing ------------------------------------------------------------------------
 
 
@@ -537,6 +547,7 @@ def write_shard(
     targets=None,
     n_pins: int | None = None,
     embeddings=None,
+    index_path=None,
 ) -> dict:
     """Write one TFRecord shard; same inputs give a byte-identical file.
 
@@ -548,8 +559,10 @@ def write_shard(
     ignore both). ``embeddings`` is a float ``.npy`` file, shape [meta rows, D], row r
     for the r-th meta row in position order: required by schemas with
     ``needs_embeddings``, stored as ``image/embedding`` by imagenet and dlbs when given
-    (their records are otherwise unchanged), an error for other schemas. Returns
-    records, sha256 and bytes.
+    (their records are otherwise unchanged), an error for other schemas.
+    ``index_path`` (uncompressed shards only) gets the shard's DALI / ``tfrecord``
+    index, written in the same pass.
+    Returns records, sha256 and bytes.
     """
     spec = get_schema(schema)
     labels = read_labels(labels_tsv, label_base)
@@ -567,7 +580,7 @@ def write_shard(
     if boxes is None and not spec.stores_boxes:
         boxes = {}  # the index's boxes are moved through the geometry only where stored
     samples = iter_samples(index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors)
-    with TFRecordWriter(out_path, compression) as writer:
+    with TFRecordWriter(out_path, compression, index_path) as writer:
         for sample in samples:
             label = spec.label(sample.label_index, label_base)
             writer.write(encode_example(spec.build(sample, label)))

@@ -8,7 +8,12 @@ are small and stable, so they are encoded here directly:
   ``tf.train.Example(...).SerializeToString(deterministic=True)`` as produced by
   the pinned protobuf (upb backend);
 * TFRecord framing (length, masked CRC32C of the length, data, masked CRC32C of
-  the data), optionally inside one GZIP or ZLIB stream as tf.data reads it.
+  the data), optionally inside one GZIP or ZLIB stream as tf.data reads it;
+* the record index DALI's ``fn.readers.tfrecord`` and the PyTorch ``tfrecord``
+  package read: one ``"<offset> <length>\n"`` line per record, offset of its length
+  field in the file, length of the whole framed record (8 + 4 + data + 4 bytes),
+  as their ``tfrecord2idx`` tools write it. Uncompressed files only: both readers
+  seek to those offsets in the raw file.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import gzip
 import hashlib
 import numbers
+import os
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
@@ -37,6 +43,7 @@ __all__ = [
     "iter_records",
     "masked_crc32c",
     "normalize_compression",
+    "record_index",
     "serialize_tensor_uint8",
 ]
 
@@ -192,16 +199,26 @@ def normalize_compression(compression: str | None) -> str:
     return name
 
 
+_FRAMING = 8 + 4 + 4  # length, its CRC, the data's CRC
+
+
 class TFRecordWriter:
     """Write a TFRecord file atomically: the file appears only on a clean close.
 
     ``count``, ``nbytes`` and ``sha256`` (of the bytes on disk) are filled in at
-    close so callers can record them without re-reading the shard.
+    close so callers can record them without re-reading the shard. With
+    ``index_path`` (uncompressed only) the DALI / ``tfrecord`` index is written
+    alongside, in the same pass, and appears at the same close.
     """
 
-    def __init__(self, path, compression: str | None = None):
+    def __init__(self, path, compression: str | None = None, index_path=None):
         self.path = path
         self.compression = normalize_compression(compression)
+        if index_path is not None and self.compression:
+            raise ValueError(
+                f"no record index for {self.compression} files: DALI and tfrecord seek in "
+                "the raw file, which a compressed stream does not allow"
+            )
         self.count = 0
         self.nbytes: int | None = None
         self.sha256: str | None = None
@@ -209,6 +226,11 @@ class TFRecordWriter:
         self._written = 0
         self._stack = contextlib.ExitStack()
         self._file = self._stack.enter_context(atomic_write(path, "wb"))
+        self._index = (
+            self._stack.enter_context(atomic_write(index_path, "w", encoding="ascii", newline=""))
+            if index_path is not None
+            else None
+        )
         self._zip = (
             zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS[self.compression])
             if self.compression
@@ -230,9 +252,12 @@ class TFRecordWriter:
         if self._closed:
             raise ValueError("write to a closed TFRecordWriter")
         length = struct.pack("<Q", len(record))
+        offset = self._written
         self._emit(length + struct.pack("<I", masked_crc32c(length)))
         self._emit(record)
         self._emit(struct.pack("<I", masked_crc32c(record)))
+        if self._index is not None:
+            self._index.write(f"{offset} {self._written - offset}\n")
         self.count += 1
 
     def close(self) -> None:
@@ -272,6 +297,31 @@ class TFRecordWriter:
         else:
             self.abort()
         return False
+
+
+def record_index(path) -> bytes:
+    """The index ``tfrecord2idx`` (DALI's and the ``tfrecord`` package's) computes for
+    an uncompressed TFRecord file: ``"<offset> <length>\n"`` per record.
+
+    Walks the length fields only (seeking past the data), so checking an index costs
+    one small read per record. Raises ValueError on a truncated file.
+    """
+    lines = []
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        offset = 0
+        while offset < size:
+            header = handle.read(8)
+            if len(header) < 8:
+                raise ValueError(f"{path}: truncated record at byte {offset}")
+            (length,) = struct.unpack("<Q", header)
+            framed = length + _FRAMING
+            if offset + framed > size:
+                raise ValueError(f"{path}: record at byte {offset} runs past the end")
+            lines.append(f"{offset} {framed}\n")
+            offset += framed
+            handle.seek(offset)
+    return "".join(lines).encode("ascii")
 
 
 class _Aborted(Exception):

@@ -31,12 +31,14 @@ from imgprep.records import (
     read_labels,
 )
 from imgprep.tables import read_tsv
-from imgprep.tfrecord import normalize_compression
+from imgprep.tfrecord import normalize_compression, record_index
 
 __all__ = ["VerificationError", "forget_failed", "read_recorded_sha256", "verify_shards"]
 
 _EXAMPLES = 5  # how many offending records a message quotes per problem
 _BATCH = 64
+# bumped when a verdict's content changes, so cached verdicts of older code are redone
+_VERIFIER = 2
 
 
 class VerificationError(Exception):
@@ -440,6 +442,32 @@ def _check_koalarization_batch(batch: dict, first: int, expected, problems, seen
         _same_everywhere(seen, "embedding_size", size, where, problems)
 
 
+def _check_record_index(path: Path, index_path, problems: _Problems) -> None:
+    """The shard's DALI / tfrecord index must be exactly what tfrecord2idx computes."""
+    try:
+        stored = Path(index_path).read_bytes()
+    except OSError as exc:
+        problems.add("record index unreadable", f"{index_path}: {exc}")
+        return
+    try:
+        wanted = record_index(path)
+    except ValueError as exc:
+        problems.add("record index not computable", str(exc))
+        return
+    if stored != wanted:
+        stored_lines, wanted_lines = stored.splitlines(), wanted.splitlines()
+        pairs = zip(stored_lines, wanted_lines, strict=False)  # the shorter one ends it
+        line = next(
+            (i for i, (got, want) in enumerate(pairs) if got != want),
+            min(len(stored_lines), len(wanted_lines)),
+        )
+        problems.add(
+            "record index does not match the shard",
+            f"{Path(index_path).name}: {len(stored_lines)} line(s), the shard has "
+            f"{len(wanted_lines)} record(s); first difference at line {line + 1}",
+        )
+
+
 def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compression, threads):
     path = Path(shard["record"])
     problems = _Problems()
@@ -451,15 +479,21 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
     name_key = _PARSERS[spec.name][2]
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
+
+    def parse_sized(record):
+        summary = parse(record)  # TFDS' dataset_info numBytes: the records' own bytes
+        summary["record_bytes"] = tf.cast(tf.strings.length(record), tf.int64)
+        return summary
+
     dataset = tf.data.TFRecordDataset(str(path), compression_type=compression).map(
-        parse, num_parallel_calls=threads, deterministic=True
+        parse_sized, num_parallel_calls=threads, deterministic=True
     )
     # tangler targets vary in length per record: pad them, the lengths travel along
     dataset = dataset.padded_batch(_BATCH) if tangler else dataset.batch(_BATCH)
     dataset = dataset.prefetch(1).with_options(options)
     seen = {"names": Counter(), "labels": set()}
     seen.update(dict.fromkeys(_ACROSS_SHARDS.get(spec.name, ()), None))
-    count = 0
+    count = example_bytes = 0
     try:
         for batch in dataset.as_numpy_iterator():
             if tangler:
@@ -469,6 +503,7 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
             else:
                 _check_batch(batch, count, expected, format_, problems, seen)
             count += len(batch["filename"])
+            example_bytes += int(batch["record_bytes"].sum())
     except (tf.errors.OpError, UnicodeDecodeError):  # TF errors quoting raw bytes fail to decode
         problems.add(
             "unreadable record",
@@ -484,6 +519,8 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
             problems.add("missing from the shard", ", ".join(missing[:_EXAMPLES]))
         if unexpected:
             problems.add("not expected in the shard", ", ".join(unexpected[:_EXAMPLES]))
+        if shard.get("record_index"):
+            _check_record_index(path, shard["record_index"], problems)
     if problems:
         raise VerificationError(problems.message(path.name))
     size, sha256 = _file_digest(path)
@@ -493,6 +530,7 @@ def _verify_shard(tf, spec, parse, format_, shard, labels, label_base, compressi
         "rejects": n_rejects,
         "index": n_index,
         "bytes": size,
+        "example_bytes": example_bytes,
         "sha256": sha256,
         "classes": len(seen["labels"]),
     }
@@ -518,7 +556,9 @@ def _cache_key(shard: dict, labels_digest: str, settings: dict, recorded: str | 
     """What a shard's verdict depends on: its files (size, mtime), the label table and
     the sha256 recorded when the shard was written."""
     key = {"labels": labels_digest, "recorded_sha256": recorded, **settings}
-    for role in ("record", "index", "rejects"):
+    for role in ("record", "index", "rejects", "record_index"):
+        if role not in shard:
+            continue
         stat = os.stat(shard[role])
         key[role] = [str(shard[role]), stat.st_size, stat.st_mtime_ns]
     return key
@@ -559,11 +599,13 @@ def verify_shards(
     full: bool = False,
 ) -> list[dict]:
     """Verify each shard ({"record", "index", "rejects"} paths, optionally "sha256": the
-    digest recorded when the shard was written); raise VerificationError naming every
-    bad shard (``failed``) after checking them all.
+    digest recorded when the shard was written, and "record_index": its DALI / tfrecord
+    index file); raise VerificationError naming every bad shard (``failed``) after
+    checking them all.
 
     Returns per shard: record (file name), records, rejects, index, bytes,
-    sha256 and classes (distinct labels present). With ``cache_dir``, a shard whose
+    example_bytes (the records without their framing, TFDS' numBytes), sha256 and
+    classes (distinct labels present). With ``cache_dir``, a shard whose
     files are unchanged since it last passed (same size and mtime, as Snakemake judges
     them) is not read again: touching one image of ImageNet re-verifies one shard, not
     1.28M images. TensorFlow is imported only when some shard needs reading.
@@ -576,7 +618,12 @@ def verify_shards(
         raise ValueError(f"no verifier for schema {schema!r}")
     labels = read_labels(labels_tsv, label_base)
     compression = normalize_compression(compression)
-    settings = {"schema": schema, "compression": compression, "label_base": label_base}
+    settings = {
+        "schema": schema,
+        "compression": compression,
+        "label_base": label_base,
+        "verifier": _VERIFIER,
+    }
     labels_digest = hashlib.sha256(Path(labels_tsv).read_bytes()).hexdigest()
     cache = Path(cache_dir) if cache_dir is not None else None
     results, failures = [], []
