@@ -644,6 +644,7 @@ def verify_shards(
         if tf is None:
             tf = _tensorflow(threads)
             make_parser, format_, _ = _PARSERS[schema]
+            parse = make_parser(tf)
         try:
             result = _verify_shard(
                 tf, spec, parse, format_, shard, labels, label_base, compression, threads
