@@ -44,7 +44,7 @@ def _index_class(url: str, cls: str, extensions) -> tuple[list, list]:
         name = parts[-1]
         path = f"{cls}/{relpath}"
         if "\t" in name or "\n" in name or "\r" in name:
-            ignored.append((path.replace("\t", " ").replace("\n", " "), TAB_OR_NEWLINE))
+            ignored.append((path, TAB_OR_NEWLINE))  # a clean TSV field when written
         elif "." not in name or name.rpartition(".")[2].lower() not in extensions:
             ignored.append((path, NOT_AN_IMAGE_EXTENSION))
         else:
