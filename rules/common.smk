@@ -1,10 +1,8 @@
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-
+# scripts/ is on sys.path already: the Snakefile puts it there before it includes this file.
 from imgprep.config import ConfigError, validate_config
 from imgprep.index import IndexBusy, shard_index_path, update_index
 from imgprep.records import record_index_path, shard_path
@@ -27,8 +25,9 @@ RESULTS = config["results"]
 RUN_STARTED = time.time()
 SPLITS = list(config["splits"])
 SCHEMAS = config["records"]["schemas"]
-# DALI's fn.readers.tfrecord and the tfrecord package seek by an index: uncompressed only.
-RECORD_INDEXES = config["records"]["compression"] == "none"
+# DALI's fn.readers.tfrecord and the tfrecord package seek by an index, and TFDS opens
+# TFRecords uncompressed: index files and TFDS metadata exist for uncompressed shards only.
+UNCOMPRESSED = config["records"]["compression"] == "none"
 
 
 wildcard_constraints:
@@ -202,12 +201,12 @@ def record_shards(schema, split):
 
 def record_index_output(record):
     """The records rules' `index` output for the shard pattern `record`, when shards get one."""
-    return {"index": record_index_path(record)} if RECORD_INDEXES else {}
+    return {"index": record_index_path(record)} if UNCOMPRESSED else {}
 
 
 def record_indexes(schema):
     """The index file of every shard of `schema` (none for compressed shards)."""
-    if not RECORD_INDEXES:
+    if not UNCOMPRESSED:
         return []
     return [record_index_path(r) for split in SPLITS for r in record_shards(schema, split)]
 
@@ -234,7 +233,7 @@ def tfds_metadata_setting(schema, key):
 
 def tfds_metadata_outputs():
     """TFDS metadata of every schema; none for compressed shards, which TFDS cannot read."""
-    if not RECORD_INDEXES:
+    if not UNCOMPRESSED:
         return []
     return [f"{RESULTS}/records/{s}/{name}" for s in SCHEMAS for name in metadata_files(s)]
 
