@@ -22,6 +22,7 @@ import pytest
 from helpers import base_config, jpeg_bytes, make_tree
 from imgprep.boxes import parse_voc_xml, read_voc_boxes
 from imgprep.config import ConfigError, validate_config
+from imgprep.files.tables import read_tsv
 from imgprep.imaging import ResizeParams
 from imgprep.index import (
     ignored_path,
@@ -32,7 +33,6 @@ from imgprep.index import (
 )
 from imgprep.resize import read_resized, resize_shard
 from imgprep.sourcefile import ReadLimits, read_file
-from imgprep.tables import read_tsv
 from PIL import Image
 
 LAYOUT = {"train/a": 3, "train/b": 3, "validation/a": 2, "validation/b": 2}

@@ -3,6 +3,7 @@ import os
 import pytest
 from helpers import base_config, jpeg_bytes, make_tree
 from imgprep.config import ConfigError, validate_config
+from imgprep.files.tables import read_tsv
 from imgprep.index import (
     labels_path,
     read_shard_index,
@@ -11,7 +12,6 @@ from imgprep.index import (
     update_index,
     write_split_table,
 )
-from imgprep.tables import read_tsv
 
 LAYOUT = {
     "train/n02": 20,

@@ -817,7 +817,7 @@ def update_index(config: dict, log=sys.stderr, dryrun: bool = False) -> ScanResu
 
 
 def read_shard_index(path):
-    from imgprep.tables import read_tsv
+    from imgprep.files.tables import read_tsv
 
     return read_tsv(path, INDEX_COLUMNS, ints=("size", "mtime_ns", "offset"))
 
@@ -827,7 +827,7 @@ def write_split_table(shard_paths, labels_tsv, out_path):
     import pandas as pd
 
     from imgprep.atomic import atomic_write
-    from imgprep.tables import read_tsv
+    from imgprep.files.tables import read_tsv
 
     labels = read_tsv(labels_tsv).rename(columns={"synset": "class"})
     parts = []

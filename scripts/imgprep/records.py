@@ -19,7 +19,7 @@ import pandas as pd
 from PIL import Image
 
 from imgprep import koalarization
-from imgprep.tables import read_tsv
+from imgprep.files.tables import read_tsv
 from imgprep.tfrecord import (
     Feature,
     TFRecordWriter,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from imgprep.atomic import atomic_write
-from imgprep.tables import read_tsv
+from imgprep.files.tables import read_tsv
 
 
 class SummaryError(ValueError):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from imgprep.atomic import atomic_write
+from imgprep.files.tables import read_tsv
 from imgprep.records import (
     COLORSPACE_CHANNELS,
     INDEX_COLUMNS,
@@ -30,7 +31,6 @@ from imgprep.records import (
     get_schema,
     read_labels,
 )
-from imgprep.tables import read_tsv
 from imgprep.tfrecord import normalize_compression, record_index
 
 __all__ = ["VerificationError", "forget_failed", "read_recorded_sha256", "verify_shards"]
