@@ -32,7 +32,15 @@ run: $(BIN)/.installed
 		-r requirements-tfds.txt
 	touch $@
 
-test: $(BIN)/.installed .plugins/aws/.installed .plugins/tfds/.installed
+# Hugging Face datasets for tests/test_parquet_format.py: beside .venv as well, with the
+# pyarrow it needs (requirements-hf.txt says why pyarrow stays out of .venv).
+.plugins/hf/.installed: requirements-hf.txt $(BIN)/.installed
+	rm -rf .plugins/hf
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target .plugins/hf \
+		-r requirements-hf.txt
+	touch $@
+
+test: $(BIN)/.installed .plugins/aws/.installed .plugins/tfds/.installed .plugins/hf/.installed
 	$(BIN)/python -m pytest tests
 
 lint: $(BIN)/.installed
