@@ -10,14 +10,10 @@ and one line in the registry (imgprep/formats/__init__.py).
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
-from PIL import Image
+from typing import Any, Protocol
 
 from imgprep.errors import ConfigError
 
@@ -30,14 +26,11 @@ __all__ = [
     "UnreadableShard",
     "check_square_resize",
     "count_names",
-    "jpeg_header",
     "same_everywhere",
 ]
 
 # meta.tsv colorspace -> channel count of the stored image
 COLORSPACE_CHANNELS = {"RGB": 3, "Grayscale": 1}
-# Pillow mode of a decoded JPEG -> channel count TensorFlow decodes it to
-_MODE_CHANNELS = {"L": 1, "RGB": 3, "CMYK": 4}
 NEVER = r"(?!)"  # a regex no name matches: a format without metadata files
 
 
@@ -56,9 +49,11 @@ class Sample:
     synset: str
     text: str
     boxes: tuple[tuple[float, float, float, float], ...] = ()
-    pin_path: np.ndarray | None = None  # ravel pin path (formats that need "ravel")
+    # numpy arrays, not typed as such: the configuration imports this module (through the
+    # registry) and needs neither numpy nor Pillow
+    pin_path: Any = None  # int64 [lines + 1] ravel pin path (formats that need "ravel")
     n_pins: int | None = None
-    embedding: np.ndarray | None = None  # float32 [D] CNN embedding (stage embed)
+    embedding: Any = None  # float32 [D] CNN embedding (stage embed)
 
     @property
     def filename(self) -> str:
@@ -66,26 +61,6 @@ class Sample:
 
     def where(self) -> str:
         return f"position {self.position} ({self.path})"
-
-
-def jpeg_header(sample: Sample) -> Image.Image:
-    """Open (not decode) the sample's JPEG and check it against its metadata row."""
-    try:
-        image = Image.open(io.BytesIO(sample.data))
-    except Exception as exc:
-        raise ValueError(f"{sample.where()}: not a readable image: {exc}") from exc
-    channels = _MODE_CHANNELS.get(image.mode)
-    if (
-        image.format != "JPEG"
-        or image.size != (sample.width, sample.height)
-        or (channels != sample.channels)
-    ):
-        raise ValueError(
-            f"{sample.where()}: metadata says {sample.width}x{sample.height}x"
-            f"{sample.channels} JPEG, bytes are {image.size[0]}x{image.size[1]} "
-            f"{image.format} mode {image.mode}"
-        )
-    return image
 
 
 class UnreadableShard(Exception):

@@ -7,8 +7,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from imgprep.formats.base import Sample, jpeg_header
+from imgprep.formats.base import Sample
 from imgprep.formats.described import DescribedImageFormat
+from imgprep.formats.jpeg import jpeg_header
 from imgprep.formats.tfrecords import tfds_image, tfds_tensor
 from imgprep.tfrecord import Feature, float_feature, int64_feature
 

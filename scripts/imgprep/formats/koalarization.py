@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from imgprep.errors import ConfigError
-from imgprep.formats.base import Sample, count_names, jpeg_header, same_everywhere
+from imgprep.formats.base import Sample, count_names, same_everywhere
+from imgprep.formats.jpeg import jpeg_header
 from imgprep.formats.tfrecords import TFRecordFormat, tfds_tensor, tfds_text
 from imgprep.tfrecord import Feature, bytes_feature, float_feature
 

@@ -11,9 +11,9 @@ from imgprep.formats.base import (
     Sample,
     check_square_resize,
     count_names,
-    jpeg_header,
     same_everywhere,
 )
+from imgprep.formats.jpeg import jpeg_header
 from imgprep.formats.tfrecords import TFRecordFormat, tfds_image, tfds_int64, tfds_tensor, tfds_text
 from imgprep.tfrecord import Feature, bytes_feature, int64_feature, serialize_tensor_uint8
 
