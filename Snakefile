@@ -46,15 +46,14 @@ onerror:
 localrules:
     index_table,
     summary,
-    tfds_metadata,
-    tfds_metadata_unlabelled,
+    records_metadata,
 
 
 rule all:
     default_target: True
     input:
         summary_outputs(),
-        tfds_metadata_outputs(),
+        records_metadata_outputs(),
         # the shards are the product: a deleted one is rebuilt, not just re-verified
         [
             record

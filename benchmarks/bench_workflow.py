@@ -79,10 +79,10 @@ def bare_loop(config: dict) -> float:
         update_index,
         write_split_table,
     )
-    from imgprep.records import write_shard
     from imgprep.resize import resize_shard
+    from imgprep.stages.records import write_shard
+    from imgprep.stages.verify import verify_shards
     from imgprep.summary import write_summary
-    from imgprep.verify import verify_shards
 
     started = time.perf_counter()
     config = validate_config(config)

@@ -5,10 +5,8 @@ import time
 # scripts/ is on sys.path already: the Snakefile puts it there before it includes this file.
 from imgprep.config import ConfigError, validate_config
 from imgprep.index import IndexBusy, shard_index_path, update_index
-from imgprep.records import record_index_path, shard_path
+from imgprep.formats import get_format
 from imgprep.slim import checkpoint_files
-from imgprep.tfds_metadata import LABELS_FILE as TFDS_LABELS_FILE
-from imgprep.tfds_metadata import metadata_files
 from imgprep.s3_index import adopt_snakemake_settings, publish_index
 from imgprep.report import failure_report, success_report
 from imgprep.slurm import job_cpu_limit
@@ -25,9 +23,17 @@ RESULTS = config["results"]
 RUN_STARTED = time.time()
 SPLITS = list(config["splits"])
 SCHEMAS = config["records"]["schemas"]
-# DALI's fn.readers.tfrecord and the tfrecord package seek by an index, and TFDS opens
-# TFRecords uncompressed: index files and TFDS metadata exist for uncompressed shards only.
-UNCOMPRESSED = config["records"]["compression"] == "none"
+FORMATS = {schema: get_format(schema) for schema in SCHEMAS}
+COMPRESSION = config["records"]["compression"]
+# Each format says whether its shards get an index file (TFRecord formats: DALI's
+# fn.readers.tfrecord and the tfrecord package seek by one, for uncompressed files only).
+INDEXED_SCHEMAS = [s for s, f in FORMATS.items() if f.has_record_index(COMPRESSION)]
+UNINDEXED_SCHEMAS = [s for s in SCHEMAS if s not in INDEXED_SCHEMAS]
+
+
+def any_of(patterns):
+    """One regex matching any of `patterns` (a wildcard constraint from the registry)."""
+    return "|".join(f"(?:{pattern})" for pattern in dict.fromkeys(patterns))
 
 
 wildcard_constraints:
@@ -99,8 +105,14 @@ def shard_index(split, shard):
 
 
 def record_name(schema, split, shard):
-    """The shard's path in records/<schema>/: the schema names it (imgprep.records)."""
-    return shard_path(schema, split, int(shard), config["splits"][split]["shards"])
+    """The shard's path in records/<schema>/: the format names it (imgprep.formats)."""
+    return FORMATS[schema].shard_path(split, int(shard), config["splits"][split]["shards"])
+
+
+def record_wildcards(schema, split, shard):
+    """The records rules' wildcards for the shard: its folder ("" or "<folder>/") and file."""
+    folder, _, file = record_name(schema, split, shard).rpartition("/")
+    return {"schema": schema, "folder": f"{folder}/" if folder else "", "file": file}
 
 
 def record_shard(schema, split, shard):
@@ -108,7 +120,7 @@ def record_shard(schema, split, shard):
 
 
 def record_sources():
-    """(schema, name in records/<schema>/) -> (split, shard); two splits that a schema
+    """(schema, name in records/<schema>/) -> (split, shard); two splits that a format
     names alike (koalarization: val and validation) are a configuration error."""
     sources = {}
     for schema in SCHEMAS:
@@ -125,13 +137,14 @@ def record_sources():
 
 
 RECORD_SOURCES = record_sources()
+# the records rules' `file` and the metadata rule's `metafile`: what the formats name
+RECORD_FILE = any_of(f.name_pattern for f in FORMATS.values())
+METADATA_FILE = any_of(f.metadata_pattern for f in FORMATS.values())
 
 
 def record_source(wildcards):
-    """(split, shard) of a records file (tangler's in a folder per split)."""
-    name = wildcards.name
-    if "folder" in wildcards.keys():
-        name = f"{wildcards.folder}/{name}"
+    """(split, shard) of a records file."""
+    name = f"{wildcards.folder}{wildcards.file}"
     try:
         return RECORD_SOURCES[(wildcards.schema, name)]
     except KeyError:
@@ -175,67 +188,69 @@ def embed_inputs(wildcards):
 
 def record_inputs(wildcards):
     """A records job's inputs: the shard's list, labels, resized images and meta, plus
-    pin paths (tangler) and embeddings (koalarization; others with embed.in_records)."""
+    what the format needs: pin paths (ravel) and embeddings (embed; or taken with
+    embed.in_records)."""
     split, shard = record_source(wildcards)
+    spec = FORMATS[wildcards.schema]
     inputs = {
         "index": shard_index(split, shard),
         "labels": LABELS_TSV,
         "tar": f"{RESULTS}/resized/{split}/{shard}.tar",
         "meta": f"{RESULTS}/resized/{split}/{shard}.meta.tsv",
     }
-    if wildcards.schema == "tangler":
+    if "ravel" in spec.needs:
         inputs["targets"] = f"{RESULTS}/ravel/{split}/{shard}.npy"
-    elif wildcards.schema == "koalarization" or config["embed"]["in_records"]:
+    elif spec.uses_embeddings(config):
         inputs["embeddings"] = f"{RESULTS}/embed/{split}/{shard}.npy"
     return inputs
 
 
 def record_n_pins(wildcards):
-    """Pins of the ravel targets, for the schema that stores them."""
-    return config["ravel"]["pins"] if wildcards.schema == "tangler" else None
+    """Pins of the ravel targets, for the formats that store them."""
+    return config["ravel"]["pins"] if "ravel" in FORMATS[wildcards.schema].needs else None
+
+
+def record_mem_mb(wildcards, attempt):
+    """What one records job of the format holds (its mem_mb request), more on a retry."""
+    return FORMATS[wildcards.schema].memory_mb * attempt
 
 
 def record_shards(schema, split):
     return [record_shard(schema, split, shard) for shard in shard_ids(split)]
 
 
-def record_index_output(record):
-    """The records rules' `index` output for the shard pattern `record`, when shards get one."""
-    return {"index": record_index_path(record)} if UNCOMPRESSED else {}
-
-
-def record_indexes(schema):
-    """The index file of every shard of `schema` (none for compressed shards)."""
-    if not UNCOMPRESSED:
-        return []
-    return [record_index_path(r) for split in SPLITS for r in record_shards(schema, split)]
-
-
-def tfds_record_paths(schema):
-    """Per split, the shard paths relative to the schema's folder (TFDS' data_dir)."""
-    folder = f"{RESULTS}/records/{schema}/"
+def record_paths(schema):
+    """Per split, the shard paths relative to the format's folder, in shard order."""
     return {
-        split: [r.removeprefix(folder) for r in record_shards(schema, split)] for split in SPLITS
+        split: [record_name(schema, split, shard) for shard in shard_ids(split)] for split in SPLITS
     }
 
 
-def tfds_metadata_setting(schema, key):
-    """A setting of the schema's TFDS features; None where the schema's features do not
-    use it (so changing it re-runs no other schema's metadata)."""
-    if key == "channels" and schema == "imagenet":
-        return 3 if config["resize"]["colorspace"] == "rgb" else 1
-    if key == "embedding" and schema in ("imagenet", "dlbs"):
-        return config["embed"]["in_records"]
-    if key == "lab_size" and schema == "koalarization":
-        return config["embed"]["lab_size"]
-    return None
+def records_metadata_outputs():
+    """The metadata files of every format's folder (none for compressed TFRecords)."""
+    return [
+        f"{RESULTS}/records/{schema}/{name}"
+        for schema, spec in FORMATS.items()
+        for name in spec.metadata_files(SPLITS, COMPRESSION)
+    ]
 
 
-def tfds_metadata_outputs():
-    """TFDS metadata of every schema; none for compressed shards, which TFDS cannot read."""
-    if not UNCOMPRESSED:
-        return []
-    return [f"{RESULTS}/records/{s}/{name}" for s in SCHEMAS for name in metadata_files(s)]
+def verify_inputs(wildcards):
+    """verify_records' inputs by name: the labels, and per shard `<split>/<shard>/<role>`
+    (record, sha256, index, rejects and, where the format writes one, record_index)."""
+    spec = FORMATS[wildcards.schema]
+    outputs = rules.records_shard.output
+    inputs = {"labels": LABELS_TSV}
+    for split in SPLITS:
+        for shard in shard_ids(split):
+            made = record_wildcards(wildcards.schema, split, shard)
+            inputs[f"{split}/{shard}/record"] = outputs.record.format(**made)
+            inputs[f"{split}/{shard}/sha256"] = outputs.sha256.format(**made)
+            inputs[f"{split}/{shard}/index"] = shard_index(split, shard)
+            inputs[f"{split}/{shard}/rejects"] = f"{RESULTS}/rejects/{split}/{shard}.tsv"
+            if spec.has_record_index(COMPRESSION):
+                inputs[f"{split}/{shard}/record_index"] = outputs.index.format(**made)
+    return inputs
 
 
 def split_shard_indexes(wildcards):
@@ -257,12 +272,6 @@ def upstream(stage, schema=None):
     params value, so a changed setting re-runs the stage even when the intermediate files
     between (resized tars, ...) are gone."""
     return upstream_digest(config, stage, schema)
-
-
-def record_checksum(record):
-    """The sha256 written with a record shard, in a tree beside records/ (a file next to
-    the shards would match the consumers' globs, train-*)."""
-    return f"{RESULTS}/checksums/{os.path.relpath(record, RESULTS)}.sha256"
 
 
 def verify_full():

@@ -1,25 +1,37 @@
-# One records job per shard and schema. The schema names the file (imgprep.records:
+# One records job per shard and format. The format names the file (imgprep.formats:
 # imagenet/dlbs {split}-{i:05d}-of-{n:05d}, tangler {split}/tangle_{i+1:05d}-of-{n:05d}.tfrecord,
-# koalarization [val_]lab_images_{i}.tfrecord); record_source maps it back to its shard.
-# The `name` constraints keep the TFDS files and idx/ of the same folders out of these rules.
+# koalarization [val_]lab_images_{i}.tfrecord): `folder` is its folder ("" or "<name>/"),
+# `file` its name, both constrained by the registry's patterns (which keep the metadata
+# files and idx/ of the same folders out of this rule); record_source maps it back to its
+# shard. A format that writes index files gets `index`: idx/<file>.idx in the shard's
+# folder (DALI's <file>.idx), a subfolder so that no consumer's glob over the shards (TPU
+# train-*, slim %s-*, DLBS %s-*-of-*, Koalarization lab_images_*, Tangler's per-split
+# folder) picks it up.
 rule records_shard:
     input:
         unpack(record_inputs),
     output:
-        **record_index_output(f"{RESULTS}/records/{{schema}}/{{name}}"),
-        record=f"{RESULTS}/records/{{schema}}/{{name}}",
-        sha256=f"{RESULTS}/checksums/records/{{schema}}/{{name}}.sha256",
+        **(
+            {"index": f"{RESULTS}/records/{{schema}}/{{folder}}idx/{{file}}.idx"}
+            if INDEXED_SCHEMAS
+            else {}
+        ),
+        record=f"{RESULTS}/records/{{schema}}/{{folder}}{{file}}",
+        sha256=f"{RESULTS}/checksums/records/{{schema}}/{{folder}}{{file}}.sha256",
     log:
-        f"{RESULTS}/logs/records/{{schema}}/{{name}}.log",
+        f"{RESULTS}/logs/records/{{schema}}/{{folder}}{{file}}.log",
     wildcard_constraints:
-        schema="imagenet|dlbs",
-        name=r"[^/]+-\d{5}-of-\d{5}",
+        schema="|".join(INDEXED_SCHEMAS or SCHEMAS),
+        folder=r"(?:[^/]+/)?",
+        file=RECORD_FILE,
     conda:
         "../envs/records.yaml"
     threads: stage_threads("records")
+    resources:
+        mem_mb=record_mem_mb,
     params:
         schema=lambda w: w.schema,
-        compression=config["records"]["compression"],
+        compression=COMPRESSION,
         label_base=config["labels"]["base"],
         n_pins=record_n_pins,
         upstream=lambda w: upstream("records", w.schema),
@@ -27,22 +39,15 @@ rule records_shard:
         "../scripts/records_shard.py"
 
 
-# Tangler's records carry the ravel targets, one folder per split; Koalarization's the
-# embeddings: rules of their own, so that profiles can give them their own resources.
-use rule records_shard as records_tangler with:
-    output:
-        **record_index_output(f"{RESULTS}/records/{{schema}}/{{folder}}/{{name}}"),
-        record=f"{RESULTS}/records/{{schema}}/{{folder}}/{{name}}",
-        sha256=f"{RESULTS}/checksums/records/{{schema}}/{{folder}}/{{name}}.sha256",
-    log:
-        f"{RESULTS}/logs/records/{{schema}}/{{folder}}/{{name}}.log",
-    wildcard_constraints:
-        schema="tangler",
-        folder=r"[^/]+",
-        name=r"tangle_\d{5}-of-\d{5}\.tfrecord",
+# Formats whose shards get no index file, beside formats whose shards do: the same rule
+# without the `index` output.
+if INDEXED_SCHEMAS and UNINDEXED_SCHEMAS:
 
-
-use rule records_shard as records_koalarization with:
-    wildcard_constraints:
-        schema="koalarization",
-        name=r"[^/]*lab_images_\d+\.tfrecord",
+    use rule records_shard as records_shard_unindexed with:
+        output:
+            record=f"{RESULTS}/records/{{schema}}/{{folder}}{{file}}",
+            sha256=f"{RESULTS}/checksums/records/{{schema}}/{{folder}}{{file}}.sha256",
+        wildcard_constraints:
+            schema="|".join(UNINDEXED_SCHEMAS),
+            folder=r"(?:[^/]+/)?",
+            file=RECORD_FILE,

@@ -1,13 +1,6 @@
 rule verify_records:
     input:
-        records=lambda w: [r for split in SPLITS for r in record_shards(w.schema, split)],
-        sha256=lambda w: [
-            record_checksum(r) for split in SPLITS for r in record_shards(w.schema, split)
-        ],
-        record_indexes=lambda w: record_indexes(w.schema),
-        indexes=[shard_index(split, shard) for split in SPLITS for shard in shard_ids(split)],
-        rejects=all_rejects(),
-        labels=LABELS_TSV,
+        unpack(verify_inputs),
     output:
         f"{RESULTS}/verify/{{schema}}.json",
     log:
@@ -16,8 +9,7 @@ rule verify_records:
         "../envs/verify.yaml"
     threads: stage_threads("verify")
     params:
-        splits=[split for split in SPLITS for shard in shard_ids(split)],
-        compression=config["records"]["compression"],
+        compression=COMPRESSION,
         label_base=config["labels"]["base"],
         cache=f"{RESULTS}/verify/{{schema}}.cache",
         upstream=lambda w: upstream("records", w.schema),
@@ -45,39 +37,26 @@ rule summary:
         "../scripts/summary.py"
 
 
-# TFDS metadata (dataset_info.json, features.json, class names) beside each schema's
-# shards, from the verification report: tfds.builder_from_directory loads the folder.
-rule tfds_metadata:
+# Each format's metadata files (TFRecord formats: TFDS' dataset_info.json, features.json
+# and class names, so that tfds.builder_from_directory loads the folder), one job per
+# file, from the verification report and the labels; `metafile` constrained by the
+# registry's patterns.
+rule records_metadata:
     input:
-        verified=f"{RESULTS}/verify/{{schema}}.json",
+        verified=rules.verify_records.output[0],
         labels=LABELS_TSV,
     output:
-        info=f"{RESULTS}/records/{{schema}}/dataset_info.json",
-        features=f"{RESULTS}/records/{{schema}}/features.json",
-        class_names=f"{RESULTS}/records/{{schema}}/{TFDS_LABELS_FILE}",
+        f"{RESULTS}/records/{{schema}}/{{metafile}}",
     log:
-        f"{RESULTS}/logs/tfds_metadata/{{schema}}.log",
+        f"{RESULTS}/logs/records_metadata/{{schema}}/{{metafile}}.log",
     wildcard_constraints:
-        schema="imagenet|dlbs",
+        metafile=METADATA_FILE,
     conda:
         "../envs/records.yaml"
     params:
-        record_paths=lambda w: tfds_record_paths(w.schema),
+        record_paths=lambda w: record_paths(w.schema),
         label_base=config["labels"]["base"],
-        # only what the schema's features depend on: a change re-runs just those rules
-        channels=lambda w: tfds_metadata_setting(w.schema, "channels"),
-        embedding=lambda w: tfds_metadata_setting(w.schema, "embedding"),
-        lab_size=lambda w: tfds_metadata_setting(w.schema, "lab_size"),
+        # only what the format's metadata depends on: a change re-runs just those files
+        settings=lambda w: FORMATS[w.schema].metadata_settings(config),
     script:
-        "../scripts/tfds_metadata.py"
-
-
-# Tangler and Koalarization records carry no class label: no class names file.
-use rule tfds_metadata as tfds_metadata_unlabelled with:
-    output:
-        info=f"{RESULTS}/records/{{schema}}/dataset_info.json",
-        features=f"{RESULTS}/records/{{schema}}/features.json",
-    log:
-        f"{RESULTS}/logs/tfds_metadata/{{schema}}.log",
-    wildcard_constraints:
-        schema="tangler|koalarization",
+        "../scripts/records_metadata.py"

@@ -1,33 +1,25 @@
-"""Rule verify_records: read every shard of one schema back with TensorFlow."""
+"""Rule verify_records: read every shard of one record format back and check it."""
 
 import json
 
 from imgprep.atomic import atomic_write, remove_stale_temps_in
 from imgprep.rulelog import rule_log
-from imgprep.verify import VerificationError, forget_failed, verify_shards
+from imgprep.stages.verify import VerificationError, forget_failed, verify_shards
 
 with rule_log(snakemake):
     remove_stale_temps_in(snakemake.params.cache)  # the cache is this job's alone
-    inputs = snakemake.input
-    shards = [
-        {"split": split, "record": record, "sha256": sha256, "index": index, "rejects": rejects}
-        for split, record, sha256, index, rejects in zip(
-            snakemake.params.splits,
-            inputs.records,
-            inputs.sha256,
-            inputs.indexes,
-            inputs.rejects,
-            strict=True,
-        )
-    ]
-    if inputs.get("record_indexes"):  # uncompressed shards: their DALI / tfrecord index
-        for shard, record_index in zip(shards, inputs.record_indexes, strict=True):
-            shard["record_index"] = record_index
+    # inputs by name, <split>/<shard>/<role>, in split and shard order (verify_inputs)
+    by_shard = {}
+    for name, path in snakemake.input.items():
+        if name.count("/") == 2:
+            split, shard, role = name.split("/")
+            by_shard.setdefault((split, shard), {"split": split})[role] = path
+    shards = list(by_shard.values())
     try:
         results = verify_shards(
             snakemake.wildcards.schema,
             shards,
-            inputs.labels,
+            snakemake.input.labels,
             label_base=snakemake.params.label_base,
             compression=snakemake.params.compression,
             threads=snakemake.threads,

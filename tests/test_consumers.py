@@ -21,7 +21,7 @@ import pytest
 import yaml
 from helpers import REPO, base_config
 from imgprep.config import ConfigError, validate_config
-from imgprep.records import shard_filename
+from imgprep.formats import get_format
 from PIL import Image
 from test_workflow import new_workdir, snakemake, write_config
 
@@ -500,9 +500,9 @@ def test_tensorflow_models_parse_record_reads_every_imagenet_record(request, run
 
 def test_tensorflow_models_get_filenames_are_our_shard_names():
     for is_training, split, shards in ((True, "train", 1024), (False, "validation", 128)):
-        ours = [shard_filename("imagenet", split, i, shards) for i in range(shards)]
+        ours = [get_format("imagenet").shard_filename(split, i, shards) for i in range(shards)]
         assert [os.path.basename(p) for p in models_get_filenames(is_training, Path("d"))] == ours
-        ours = [shard_filename("dlbs", split, i, shards) for i in range(shards)]
+        ours = [get_format("dlbs").shard_filename(split, i, shards) for i in range(shards)]
         assert [os.path.basename(p) for p in models_get_filenames(is_training, Path("d"))] == ours
 
 

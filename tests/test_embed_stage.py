@@ -201,8 +201,7 @@ def test_record_settings_do_not_recompute_embeddings(koalas, tmp_path):
     assert outstanding(work) == {}
     write_config(work, **{**SETTINGS, "records": {**SETTINGS["records"], "compression": "gzip"}})
     assert outstanding(work) == {
-        "records_koalarization": 7,
-        "records_shard": 7,
+        "records_shard": 14,
         "verify_records": 2,
         "summary": 1,
         "all": 1,

@@ -8,9 +8,10 @@ from test_verify import rewrite
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
+from imgprep.formats import FORMATS, get_format  # noqa: E402
+from imgprep.formats.koalarization import slim_logits  # noqa: E402
 from imgprep.lab import lab_targets  # noqa: E402
-from imgprep.records import SCHEMAS, shard_filename, shard_path, slim_logits  # noqa: E402
-from imgprep.verify import VerificationError, verify_shards  # noqa: E402
+from imgprep.stages.verify import VerificationError, verify_shards  # noqa: E402
 
 SIZE = 224  # what Koalarization's LabImageRecordReader declares
 DIM = 1001  # its image_embedding FixedLen; slim's logits, index 0 the background
@@ -37,7 +38,7 @@ def build(tmp_path, split="train", index=0, total=1, dim=DIM):
     inputs = make_inputs(tmp_path / "in")
     embeddings = tmp_path / "in" / "embeddings.npy"
     vectors = embeddings_for(inputs, embeddings, dim=dim)
-    out = tmp_path / shard_filename("koalarization", split, index, total)
+    out = tmp_path / get_format("koalarization").shard_filename(split, index, total)
     result = inputs.write(out, schema="koalarization", embeddings=embeddings)
     shard = {"record": out, "index": inputs.index, "rejects": inputs.rejects}
     return inputs, shard, vectors, result
@@ -48,19 +49,22 @@ def verify(shards, inputs, **kwargs):
 
 
 def test_shard_filename():
-    assert SCHEMAS["koalarization"].needs_embeddings
-    assert not SCHEMAS["imagenet"].needs_embeddings
-    assert shard_filename("koalarization", "train", 0, 3) == "lab_images_0.tfrecord"
-    assert shard_filename("koalarization", "train", 12, 13) == "lab_images_12.tfrecord"
-    assert shard_filename("koalarization", "validation", 2, 3) == "val_lab_images_2.tfrecord"
-    assert shard_filename("koalarization", "val", 0, 1) == "val_lab_images_0.tfrecord"
+    assert "embed" in FORMATS["koalarization"].needs
+    assert "embed" not in FORMATS["imagenet"].needs
+    assert get_format("koalarization").shard_filename("train", 0, 3) == "lab_images_0.tfrecord"
+    assert get_format("koalarization").shard_filename("train", 12, 13) == "lab_images_12.tfrecord"
+    assert (
+        get_format("koalarization").shard_filename("validation", 2, 3)
+        == "val_lab_images_2.tfrecord"
+    )
+    assert get_format("koalarization").shard_filename("val", 0, 1) == "val_lab_images_0.tfrecord"
     # other splits are named apart from both of Koalarization's globs
-    assert shard_filename("koalarization", "test", 1, 2) == "test_lab_images_1.tfrecord"
-    assert shard_path("koalarization", "test", 1, 2) == "test_lab_images_1.tfrecord"
+    assert get_format("koalarization").shard_filename("test", 1, 2) == "test_lab_images_1.tfrecord"
+    assert get_format("koalarization").shard_path("test", 1, 2) == "test_lab_images_1.tfrecord"
     with pytest.raises(ValueError):
-        shard_filename("koalarization", "train", 3, 3)
+        get_format("koalarization").shard_filename("train", 3, 3)
     names = {
-        shard_path("koalarization", split, i, 3)
+        get_format("koalarization").shard_path(split, i, 3)
         for split in ("train", "validation", "test")
         for i in range(3)
     }
@@ -138,7 +142,7 @@ def test_keras_logits_are_stored_in_slim_order(tmp_path):
     inputs = make_inputs(tmp_path / "in")
     embeddings = tmp_path / "keras.npy"
     vectors = embeddings_for(inputs, embeddings, dim=1000)
-    out = tmp_path / shard_filename("koalarization", "train", 0, 1)
+    out = tmp_path / get_format("koalarization").shard_filename("train", 0, 1)
     inputs.write(out, schema="koalarization", embeddings=embeddings)
     for record, vector in zip(read_shard(out), vectors, strict=True):
         parsed = tf.io.parse_single_example(record, koalarization_features())

@@ -404,4 +404,4 @@ def test_compressed_shards_get_no_index_and_no_tfds_metadata(tmp_path):
     text = plan.stdout + plan.stderr
     assert "records_shard" in text
     assert ".idx" not in text
-    assert "tfds_metadata" not in text and "dataset_info.json" not in text
+    assert "records_metadata" not in text and "dataset_info.json" not in text

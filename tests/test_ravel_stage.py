@@ -81,9 +81,9 @@ def test_a_ravel_parameter_reruns_ravel_and_tangler_records_only(tangled, tmp_pa
     )
     assert outstanding(work) == {
         "ravel_shard": 6,
-        "records_tangler": 6,
+        "records_shard": 6,
         "verify_records": 1,
-        "tfds_metadata_unlabelled": 1,
+        "records_metadata": 2,
         "summary": 1,
         "all": 1,
     }

@@ -12,7 +12,8 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
-from imgprep.records import SCHEMAS, shard_filename, write_shard  # noqa: E402
+from imgprep.formats import FORMATS, get_format  # noqa: E402
+from imgprep.stages.records import write_shard  # noqa: E402
 
 # (synset, text): "NA" and the empty text must survive TSV reading as strings
 CLASSES = [("n01440764", "tench, Tinca tinca"), ("NA", ""), ("n02102040", 'springer "☃')]
@@ -124,13 +125,13 @@ def read_shard(path, compression=""):
 
 
 def test_shard_filename():
-    assert shard_filename("imagenet", "train", 3, 1024) == "train-00003-of-01024"
-    assert shard_filename("dlbs", "validation", 0, 128) == "validation-00000-of-00128"
+    assert get_format("imagenet").shard_filename("train", 3, 1024) == "train-00003-of-01024"
+    assert get_format("dlbs").shard_filename("validation", 0, 128) == "validation-00000-of-00128"
     with pytest.raises(ValueError):
-        shard_filename("imagenet", "train", 4, 4)
+        get_format("imagenet").shard_filename("train", 4, 4)
     with pytest.raises(ValueError, match="unknown schema"):
-        shard_filename("nope", "train", 0, 1)
-    assert {"imagenet", "dlbs"} <= SCHEMAS.keys()
+        get_format("nope").shard_filename("train", 0, 1)
+    assert {"imagenet", "dlbs"} <= FORMATS.keys()
 
 
 # tensorflow/models official ResNet ImageNet input pipeline feature map
@@ -284,6 +285,6 @@ def test_meta_must_match_jpeg(tmp_path):
 
 def test_writing_does_not_import_tensorflow():
     # the records job runs once per shard; importing TensorFlow there would cost seconds each
-    code = "import sys, imgprep.records; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, imgprep.stages.records; sys.exit('tensorflow' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "scripts")}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0

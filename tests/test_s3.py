@@ -415,7 +415,7 @@ def test_reuploading_one_source_image_reruns_only_its_shard(bucket, s3_run):
         "resize_shard": 1,
         "records_shard": 1,
         "verify_records": 1,
-        "tfds_metadata": 1,
+        "records_metadata": 3,
         "summary": 1,
         "all": 1,
     }

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import REPO, SAMPLE
+from imgprep.formats import get_format
 from imgprep.slurm import cpus_of_largest_node, job_cpu_limit
 
 TOOLS = REPO / "tools" / "slurm"
@@ -203,12 +204,16 @@ def test_the_sample_runs_as_slurm_jobs_and_matches_a_local_run(cluster, plugin_p
         "resize_shard": shards,
         "records_shard": shards * len(SCHEMAS),
         "verify_records": len(SCHEMAS),
-    }, "index_table, summary and tfds_metadata are local rules; every other job goes to SLURM"
+    }, "index_table, summary and records_metadata are local rules; every other job goes to SLURM"
 
-    # threads become --cpus-per-task, and the profile's memory reaches sbatch
-    for rule, threads in [("resize_shard", THREADS["resize"]), ("records_shard", 1)]:
+    # threads become --cpus-per-task, and the profile's memory reaches sbatch (records_shard
+    # asks for what its format declares: imgprep.formats, memory_mb)
+    records_memory = ("mem_mb", get_format(SCHEMAS[0]).memory_mb)
+    for rule, threads, (resource, mb) in [
+        ("resize_shard", THREADS["resize"], profile_memory("resize_shard")),
+        ("records_shard", 1, records_memory),
+    ]:
         cpus = min(threads, node_cpus)
-        resource, mb = profile_memory(rule)
         for job in by_rule[rule]:
             assert int(job["AllocCPUS"]) == cpus, job
             assert megabytes(job["ReqMem"]) == (mb * cpus if resource == "mem_mb_per_cpu" else mb)

@@ -9,10 +9,10 @@ from test_verify import rewrite
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
+from imgprep.formats import FORMATS, get_format  # noqa: E402
 from imgprep.ravel import adjacency_indices, ravel  # noqa: E402
-from imgprep.records import SCHEMAS, shard_filename  # noqa: E402
+from imgprep.stages.verify import VerificationError, verify_shards  # noqa: E402
 from imgprep.tfrecord import serialize_tensor_uint8  # noqa: E402
-from imgprep.verify import VerificationError, verify_shards  # noqa: E402
 
 PINS = 16
 LINES = 20
@@ -55,7 +55,7 @@ def build(tmp_path, total=1):
     targets = tmp_path / "in" / "targets.npy"
     paths = pin_paths(inputs)
     np.save(targets, paths)
-    out = tmp_path / shard_filename("tangler", "train", 0, total)
+    out = tmp_path / get_format("tangler").shard_filename("train", 0, total)
     result = inputs.write(out, schema="tangler", targets=targets, n_pins=PINS)
     shard = {"record": out, "index": inputs.index, "rejects": inputs.rejects}
     return inputs, shard, paths, result
@@ -82,12 +82,14 @@ def test_serialize_tensor_rejects_other_arrays():
 
 
 def test_shard_filename():
-    assert SCHEMAS["tangler"].needs_targets
-    assert not SCHEMAS["imagenet"].needs_targets
-    assert shard_filename("tangler", "train", 0, 3) == "tangle_00001-of-00003.tfrecord"
-    assert shard_filename("tangler", "validation", 2, 3) == "tangle_00003-of-00003.tfrecord"
+    assert "ravel" in FORMATS["tangler"].needs
+    assert "ravel" not in FORMATS["imagenet"].needs
+    assert get_format("tangler").shard_filename("train", 0, 3) == "tangle_00001-of-00003.tfrecord"
+    assert (
+        get_format("tangler").shard_filename("validation", 2, 3) == "tangle_00003-of-00003.tfrecord"
+    )
     with pytest.raises(ValueError):
-        shard_filename("tangler", "train", 3, 3)
+        get_format("tangler").shard_filename("train", 3, 3)
 
 
 def test_tangler_shard_parses(tmp_path):
@@ -197,7 +199,7 @@ def test_verify_catches_path_length_across_shards(tmp_path):
     other_inputs = make_inputs(tmp_path / "b" / "in", images=GRAY)
     targets = tmp_path / "b" / "targets.npy"
     np.save(targets, pin_paths(other_inputs)[:, :-1])  # one line fewer
-    out = tmp_path / "b" / shard_filename("tangler", "train", 1, 2)
+    out = tmp_path / "b" / get_format("tangler").shard_filename("train", 1, 2)
     other_inputs.write(out, schema="tangler", targets=targets, n_pins=PINS)
     other = {"record": out, "index": other_inputs.index, "rejects": other_inputs.rejects}
     verify_shards("tangler", [other], inputs.labels, 0)

@@ -6,8 +6,8 @@ from test_records import make_inputs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
+from imgprep.stages.verify import VerificationError, verify_shards  # noqa: E402
 from imgprep.tfrecord import TFRecordWriter, iter_records  # noqa: E402
-from imgprep.verify import VerificationError, verify_shards  # noqa: E402
 
 
 def build(tmp_path, schema="imagenet", label_base=0, compression=None):
@@ -162,7 +162,7 @@ def test_record_that_is_not_an_example(tmp_path):
 
 
 def test_cache_skips_unchanged_shards_and_rereads_changed_ones(tmp_path, monkeypatch):
-    import imgprep.verify as verify_module
+    import imgprep.stages.verify as verify_module
 
     inputs, shard = build(tmp_path)
     cache = tmp_path / "cache"
@@ -186,7 +186,7 @@ def test_cache_skips_unchanged_shards_and_rereads_changed_ones(tmp_path, monkeyp
 def test_recorded_sha256_catches_a_valid_rewrite_and_full_ignores_the_cache(tmp_path):
     """A shard rewritten after its digest was recorded fails, even when it still parses;
     with the cache, only ``full`` reads a shard whose size and mtime were kept."""
-    from imgprep.verify import forget_failed
+    from imgprep.stages.verify import forget_failed
 
     inputs, shard = build(tmp_path)
     recorded = tmp_path / "train-00000-of-00001.sha256"

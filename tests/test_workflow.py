@@ -195,7 +195,7 @@ def test_changing_a_resize_parameter_reruns_resize_and_downstream_only(built, tm
         "resize_shard": 6,
         "records_shard": 12,
         "verify_records": 2,
-        "tfds_metadata": 2,
+        "records_metadata": 6,
         "summary": 1,
         "all": 1,
     }
@@ -219,7 +219,7 @@ def test_a_changed_setting_is_seen_after_the_intermediates_are_gone(built, tmp_p
         "records_shard": 12,
         "verify_records": 2,
         "summary": 1,
-        "tfds_metadata": 2,
+        "records_metadata": 6,
         "all": 1,
     }
 
@@ -241,7 +241,7 @@ def test_removed_output_is_rebuilt_alone_and_no_temp_files_are_left(built, tmp_p
     assert outstanding(work) == {
         "records_shard": 1,
         "verify_records": 1,
-        "tfds_metadata": 1,
+        "records_metadata": 3,
         "summary": 1,
         "all": 1,
     }
@@ -276,7 +276,7 @@ def test_a_failed_verification_is_never_forgotten(built, tmp_path):
         "records_shard": 1,
         "verify_records": 1,
         "summary": 1,
-        "tfds_metadata": 1,
+        "records_metadata": 3,
         "all": 1,
     }
     snakemake(work, "--cores", "2")

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
-import zipfile
 from pathlib import Path
 
 import yaml
 
 from imgprep import slim
-from imgprep.koalarization import EMBEDDING as KOALARIZATION_EMBEDDING
-from imgprep.koalarization import LAB_SIZE as KOALARIZATION_LAB_SIZE
+from imgprep.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
 
 
 def _key(path) -> str:
@@ -91,10 +84,7 @@ def _check_semantics(config: dict) -> None:
         _check_urls(source, config["splits"])
     else:
         _check_folders(source, config["splits"])
-    for schema, colorspace in SQUARE_SCHEMAS.items():
-        if schema in config["records"]["schemas"]:
-            _check_square_resize(config["resize"], schema, colorspace)
-    _check_embed(config)
+    _check_formats(config)
     for key in ("file", "synsets"):
         value = config["labels"][key]
         if value is not None and not Path(value).is_file():
@@ -206,110 +196,39 @@ def _check_folders(source: dict, splits: dict) -> None:
         raise ConfigError(f"config key 'source.root': folder not found: {source['root']}")
 
 
-# Schemas whose consumer reads every image at exactly one square side, in one colorspace:
-# Tangler's decoder reshapes to (res, res, 1); DLBS' writer centre-crops and resizes every
-# image to --img_size, RGB, and its fast path slices [0, 0, 0]..[size, size, 3] of it.
-SQUARE_SCHEMAS = {"tangler": "gray", "dlbs": "rgb"}
+def _check_formats(config: dict) -> None:
+    """Each record format checks the keys it alone reads, and, when listed in
+    records.schemas, what it needs of the rest; the embed stage's model and weights are
+    checked where a listed format's records are made from embeddings."""
+    # imported here: the formats' modules import the record writer's packages, which the
+    # index jobs (importing this module for ConfigError and split_dir) do not have
+    from imgprep.formats import FORMATS, get_format
+
+    for spec in FORMATS.values():
+        spec.check_own_keys(config)
+    listed = [get_format(name) for name in config["records"]["schemas"]]
+    if any(spec.uses_embeddings(config) for spec in listed):
+        _check_embed_weights(config["embed"])
+    for spec in listed:
+        spec.check_config(config)
 
 
-def _check_square_resize(resize: dict, schema: str, colorspace: str) -> None:
-    """The records of ``schema`` hold square images of one side (and, for tangler, the
-    image its target was computed from); a resize that cannot promise that is a
-    configuration error."""
-    size = resize["size"]
-    if isinstance(size, list) and size[0] != size[1]:
-        raise ConfigError(
-            f"config key 'resize.size': schema {schema} needs a square size, not {size}"
-        )
-    if resize["colorspace"] != colorspace:
-        raise ConfigError(f"config key 'resize.colorspace': schema {schema} needs '{colorspace}'")
-    if resize["mode"] not in ("center-crop", "stretch", "pad"):
-        raise ConfigError(
-            f"config key 'resize.mode': schema {schema} needs one side for every image "
-            f"(center-crop, stretch or pad), not '{resize['mode']}'"
-        )
-    if not resize["upscale"]:
-        raise ConfigError(
-            f"config key 'resize.upscale': schema {schema} needs true "
-            "(every image at the full side)"
-        )
-
-
-def _check_embed(config: dict) -> None:
-    """The embed stage's model and weights; what Deep Koalarization's reader declares."""
-    embed = config["embed"]
-    schemas = config["records"]["schemas"]
-    if embed["lab_size"] != KOALARIZATION_LAB_SIZE:
-        raise ConfigError(
-            f"config key 'embed.lab_size': schema koalarization stores "
-            f"{KOALARIZATION_LAB_SIZE}x{KOALARIZATION_LAB_SIZE} Lab targets, what Deep "
-            f"Koalarization's LabImageRecordReader declares (any other side makes every "
-            f"record unreadable); drop the key or set {KOALARIZATION_LAB_SIZE}, not "
-            f"{embed['lab_size']}"
-        )
-    if "koalarization" not in schemas and not embed["in_records"]:
-        return  # no embed stage
+def _check_embed_weights(embed: dict) -> None:
+    """The embed stage's weights: a file, or a TF-slim checkpoint for its model."""
     weights = embed["weights"]
-    if weights not in (None, "imagenet"):
-        try:
-            checkpoint = slim.checkpoint_files(weights)
-        except ValueError as error:
-            raise ConfigError(f"config key 'embed.weights': {error}") from None
-        if checkpoint is None and not Path(weights).is_file():
-            raise ConfigError(f"config key 'embed.weights': file not found: {weights}")
-        if checkpoint is not None and embed["model"] != slim.MODEL:
-            raise ConfigError(
-                f"config key 'embed.model': the TF-slim checkpoint {weights} is for "
-                f"{slim.MODEL}, not {embed['model']}"
-            )
-    if "koalarization" in schemas:
-        _check_koalarization(config)
-
-
-def _check_koalarization(config: dict) -> None:
-    """Koalarization's reader declares image_embedding FixedLen [1001]: ImageNet logits in
-    TF-slim's order (a Keras classifier's 1000 get the background entry added)."""
-    if config["embed"]["output"] != "logits":
-        raise ConfigError(
-            f"config key 'embed.output': schema koalarization stores "
-            f"{KOALARIZATION_EMBEDDING} ImageNet logits (Deep Koalarization's reader "
-            f"declares image_embedding FixedLen [{KOALARIZATION_EMBEDDING}]); use 'logits', "
-            f"not {config['embed']['output']!r}"
-        )
-    weights = config["embed"]["weights"]
-    if weights is not None and str(weights).endswith(".keras"):
-        units = _keras_file_units(weights)
-        if units not in (KOALARIZATION_EMBEDDING - 1, KOALARIZATION_EMBEDDING):
-            raise ConfigError(
-                f"config key 'embed.weights': schema koalarization needs ImageNet logits "
-                f"(1000, or {KOALARIZATION_EMBEDDING} with slim's background) from the "
-                f"model's output; {weights} ends in "
-                + ("no Dense layer" if units is None else f"a Dense layer of {units} units")
-            )
-
-
-def _keras_file_units(path) -> int | None:
-    """Units of the Dense layer a whole-model ``.keras`` file outputs (its config.json,
-    read without TensorFlow); None when the output is no Dense layer."""
+    if weights in (None, "imagenet"):
+        return
     try:
-        with zipfile.ZipFile(path) as archive:
-            model = json.loads(archive.read("config.json"))["config"]
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        checkpoint = slim.checkpoint_files(weights)
+    except ValueError as error:
+        raise ConfigError(f"config key 'embed.weights': {error}") from None
+    if checkpoint is None and not Path(weights).is_file():
+        raise ConfigError(f"config key 'embed.weights': file not found: {weights}")
+    if checkpoint is not None and embed["model"] != slim.MODEL:
         raise ConfigError(
-            f"config key 'embed.weights': {path} is no .keras model: {error}"
-        ) from None
-    layers = {layer["config"].get("name"): layer for layer in model.get("layers", [])}
-    outputs = model.get("output_layers")
-    if outputs is None:  # Sequential: the last layer
-        last = model["layers"][-1] if model.get("layers") else None
-    else:
-        if outputs and isinstance(outputs[0], str):  # one output: [name, node, tensor]
-            last = layers.get(outputs[0])
-        else:  # [[name, node, tensor], ...]: one output only
-            last = layers.get(outputs[0][0]) if len(outputs) == 1 else None
-    if last is None or last.get("class_name") != "Dense":
-        return None
-    return last["config"].get("units")
+            f"config key 'embed.model': the TF-slim checkpoint {weights} is for "
+            f"{slim.MODEL}, not {embed['model']}"
+        )
 
 
 def uses_default_config(command_line_config: dict) -> bool:

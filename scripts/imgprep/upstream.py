@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from imgprep.formats import get_format
+
 # what the embeddings depend on (lab_size and in_records do not change them)
 EMBED_KEYS = ("model", "weights", "output", "input_size", "batch_size", "seed")
 STAGES = ("resize", "ravel", "embed", "records")
@@ -21,22 +23,17 @@ def embed_settings(config: dict) -> dict:
     return {key: config["embed"][key] for key in EMBED_KEYS}
 
 
-def _uses_embeddings(config: dict, schema: str) -> bool:
-    if schema == "koalarization":
-        return True
-    return schema in ("imagenet", "dlbs") and config["embed"]["in_records"]
-
-
 def upstream_settings(config: dict, stage: str, schema: str | None = None) -> dict:
     """The settings a ``stage`` output (of ``schema``, for records) is made from."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
+    spec = get_format(schema) if stage == "records" else None
     settings = {"resize": config["resize"]}
     if config["source"]["type"] == "urls":
         settings["download"] = config["download"]  # what download_shard's params are
-    if stage == "ravel" or (stage == "records" and schema == "tangler"):
+    if stage == "ravel" or (spec is not None and "ravel" in spec.needs):
         settings["ravel"] = config["ravel"]
-    if stage == "embed" or (stage == "records" and _uses_embeddings(config, schema)):
+    if stage == "embed" or (spec is not None and spec.uses_embeddings(config)):
         settings["embed"] = embed_settings(config)
     if stage == "records":
         settings["records"] = {
@@ -44,8 +41,7 @@ def upstream_settings(config: dict, stage: str, schema: str | None = None) -> di
             "compression": config["records"]["compression"],
             "label_base": config["labels"]["base"],
         }
-        if schema == "koalarization":
-            settings["records"]["lab_size"] = config["embed"]["lab_size"]
+        settings["records"].update(spec.record_settings(config))
     return settings
 
 

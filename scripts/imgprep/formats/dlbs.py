@@ -1,0 +1,63 @@
+"""dlbs: DLBS fast ingestion, pre-decoded HWC uint8 pixels so training skips JPEG
+decoding, 0-based labels, every image exactly ``resize.size`` square and RGB."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from imgprep.formats.base import Sample
+from imgprep.formats.described import DescribedImageFormat
+from imgprep.formats.imagenet import SPLIT_INDEX_OF_TOTAL, split_index_of_total
+from imgprep.formats.jpeg import jpeg_header
+from imgprep.formats.tfrecords import tfds_tensor
+from imgprep.tfrecord import Feature
+
+__all__ = ["FORMAT"]
+
+
+class DlbsFormat(DescribedImageFormat):
+    name = "dlbs"
+    description = "raw HWC uint8 tensor, 0-based labels (DLBS)"
+    name_pattern = SPLIT_INDEX_OF_TOTAL
+    zero_based_labels = True
+    format_value = b"tensor"
+    # DLBS' writer centre-crops and resizes every image to --img_size, RGB, and its fast
+    # path slices [0, 0, 0]..[size, size, 3] of it
+    square_colorspace = "rgb"
+
+    def shard_name(self, split: str, index: int, total: int) -> str:
+        return split_index_of_total(split, index, total)
+
+    def features(self, sample: Sample, label: int) -> dict[str, Feature]:
+        pixels = np.asarray(jpeg_header(sample))  # decodes; shape checked by the header
+        return self.with_embedding(sample, self.described(sample, label, pixels.tobytes()))
+
+    def parser(self, tf) -> Callable:
+        features = self.parse_features(tf)
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, features)
+            pixels = tf.io.decode_raw(example["image/encoded"], tf.uint8)
+            hwc = tf.stack(
+                [example["image/height"], example["image/width"], example["image/channels"]]
+            )
+            shape = tf.cond(
+                tf.size(pixels, out_type=tf.int64) == tf.reduce_prod(hwc),
+                lambda: tf.shape(tf.reshape(pixels, hwc), out_type=tf.int64),
+                lambda: tf.constant([-1, -1, -1], tf.int64),
+            )
+            summary = self.summary(tf, example, shape)
+            summary["nbytes"] = tf.size(pixels, out_type=tf.int64)
+            return summary
+
+        return parse
+
+    def tfds_features(self, classes: int, settings: Mapping, embedding_size: int | None) -> dict:
+        # raw HWC uint8 bytes: tf.io.decode_raw + reshape(height, width, channels)
+        flat = self.tfds_described(tfds_tensor("string"), classes)
+        return self.tfds_with_embedding(flat, settings, embedding_size)
+
+
+FORMAT = DlbsFormat()
