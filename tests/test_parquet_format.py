@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import REPO
-from test_webdataset_format import ODD_NAMES, expected_of, index_table, readme_snippet, sample
-from test_workflow import new_workdir, snakemake, write_config
-
 from imgprep.formats import get_format
 from imgprep.formats.base import UnreadableShard
 from imgprep.formats.parquet import ROW_GROUP_ROWS, dataset_card, shown_name
+from test_webdataset_format import ODD_NAMES, expected_of, index_table, readme_snippet, sample
+from test_workflow import new_workdir, snakemake, write_config
 
 FORMAT = get_format("parquet")
 HF_PLUGIN = REPO / ".plugins" / "hf"
@@ -140,7 +139,8 @@ def test_verification_maps_shown_names_back_and_checks_labels(tmp_path):
     expected = expected_of(items)
     problems, names, count = verify(shard, expected)
     assert problems == [] and count == 2
-    assert names == Counter({n: len(r) for n, r in expected.items()})  # the surrogate-escaped name, as the index has it
+    # the surrogate-escaped name, as the index has it
+    assert names == Counter({n: len(r) for n, r in expected.items()})
     wrong = {**expected, "a.JPEG": [(7, "n7", "")]}
     assert verify(shard, wrong)[0] == [("wrong label", "record 0 (a.JPEG): 0, want 7")]
 
@@ -220,7 +220,8 @@ for split, part in dataset.items():
     for decoded, stored in zip(part, raw):
         image = decoded["image"]
         image.load()
-        rows.append([stored["image"]["path"], decoded["label"], list(image.size), len(image.getbands())])
+        path, bands = stored["image"]["path"], len(image.getbands())
+        rows.append([path, decoded["label"], list(image.size), bands])
     out["splits"][split] = rows
 print(json.dumps(out))
 """
@@ -250,4 +251,3 @@ def test_shards_follow_the_hugging_face_names(built):
     assert (folder / "README.md").is_file()
     report = json.loads((built / "results" / "verify" / "parquet.json").read_text())
     assert 0 in [shard["records"] for shard in report["splits"]["validation"]]
-

@@ -18,13 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import webdataset
-from helpers import REPO, jpeg_bytes
-from PIL import Image
-from test_workflow import new_workdir, snakemake, write_config
-
+from helpers import jpeg_bytes
 from imgprep.formats import get_format
 from imgprep.formats.base import Sample, UnreadableShard
-
+from PIL import Image
+from test_workflow import new_workdir, snakemake, write_config
 
 FORMAT = get_format("webdataset")
 FOLDER = Path("results") / "records" / "webdataset"
@@ -193,9 +191,7 @@ def test_the_wids_shard_index_lists_each_shard_from_the_report():
     }
     paths = {"train": ["train-000000.tar", "train-000001.tar"]}
     assert FORMAT.metadata_files(["train"], "") == ["train.shardindex.json"]
-    text = FORMAT.metadata(
-        "train.shardindex.json", MetadataInputs(report, paths, "", 1, {})
-    )
+    text = FORMAT.metadata("train.shardindex.json", MetadataInputs(report, paths, "", 1, {}))
     assert json.loads(text) == {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
@@ -220,7 +216,10 @@ def built(tmp_path_factory):
     write_config(
         work,
         records={"schemas": ["webdataset"]},
-        splits={"train": {"dir": "train", "shards": 3}, "validation": {"dir": "validation", "shards": 12}},
+        splits={
+            "train": {"dir": "train", "shards": 3},
+            "validation": {"dir": "validation", "shards": 12},
+        },
     )
     snakemake(work, "--cores", "2")
     return work
@@ -228,9 +227,15 @@ def built(tmp_path_factory):
 
 def index_table(work: Path, split: str) -> pd.DataFrame:
     """The split's table, without the rejected images, with the 0-based class index."""
-    table = pd.read_csv(work / "results" / "index" / f"{split}.tsv", sep="\t", dtype=str, keep_default_na=False)
-    labels = pd.read_csv(work / "results" / "index" / "labels.tsv", sep="\t", dtype=str, keep_default_na=False)
-    rejects = pd.read_csv(work / "results" / "rejects.tsv", sep="\t", dtype=str, keep_default_na=False)
+    table = pd.read_csv(
+        work / "results" / "index" / f"{split}.tsv", sep="\t", dtype=str, keep_default_na=False
+    )
+    labels = pd.read_csv(
+        work / "results" / "index" / "labels.tsv", sep="\t", dtype=str, keep_default_na=False
+    )
+    rejects = pd.read_csv(
+        work / "results" / "rejects.tsv", sep="\t", dtype=str, keep_default_na=False
+    )
     table = table[~table["path"].isin(set(rejects.loc[rejects["split"] == split, "path"]))]
     index = dict(zip(labels["synset"], labels["index"].astype(int), strict=True))
     return table.assign(cls=table["class"].map(lambda c: index.get(c, -1)))
@@ -244,7 +249,7 @@ def expected_samples(work: Path, split: str) -> Counter:
 @pytest.mark.parametrize("split", ["train", "validation"])
 def test_webdataset_reads_every_image_of_the_index(built, split, monkeypatch):
     monkeypatch.chdir(built)
-    code = readme_snippet("webdataset").replace('"train"', repr(split))
+    code = readme_snippet("webdataset").replace("/train-", f"/{split}-")
     namespace: dict = {}
     exec(code, namespace)
     got = Counter()
@@ -261,10 +266,15 @@ def test_webdataset_reads_every_image_of_the_index(built, split, monkeypatch):
 
 def test_shards_are_named_for_webdataset_and_some_are_empty(built):
     folder = built / FOLDER
-    assert sorted(p.name for p in folder.glob("train-*.tar")) == [f"train-{i:06d}.tar" for i in range(3)]
+    assert sorted(p.name for p in folder.glob("train-*.tar")) == [
+        f"train-{i:06d}.tar" for i in range(3)
+    ]
     validation = sorted(folder.glob("validation-*.tar"))
     assert [p.name for p in validation] == [f"validation-{i:06d}.tar" for i in range(12)]
-    counts = [len(list(webdataset.WebDataset(str(p), shardshuffle=False))) for p in validation]
+    counts = [
+        len(list(webdataset.WebDataset(str(p), shardshuffle=False, empty_check=False)))
+        for p in validation
+    ]
     assert 0 in counts and sum(counts) == len(index_table(built, "validation"))
 
 
@@ -284,7 +294,7 @@ print(json.dumps(out))
     )
     for split in ("train", "validation"):
         proc = subprocess.run(
-            [sys.executable, "-c", "import json\n" + code.replace('"train"', repr(split))],
+            [sys.executable, "-c", "import json\n" + code.replace("/train.", f"/{split}.")],
             cwd=built,
             capture_output=True,
             text=True,
@@ -308,4 +318,3 @@ def test_a_rerun_rewrites_nothing(built):
     proc = snakemake(built, "--cores", "2")
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert {p: p.stat().st_mtime_ns for p in (built / FOLDER).rglob("*") if p.is_file()} == before
-

@@ -9,7 +9,7 @@ configuration ask ``get_format``; adding a format is its module plus one line be
 from __future__ import annotations
 
 from imgprep.errors import ConfigError
-from imgprep.formats import dlbs, imagenet, koalarization, tangler
+from imgprep.formats import dlbs, imagenet, koalarization, parquet, tangler, webdataset
 from imgprep.formats.base import RecordFormat
 
 __all__ = ["FORMATS", "RecordFormat", "get_format"]
@@ -21,6 +21,8 @@ FORMATS: dict[str, RecordFormat] = {
     "dlbs": dlbs.FORMAT,  # raw uint8 tensors, 0-based labels (DLBS)
     "tangler": tangler.FORMAT,  # gray JPEG + string-art target (Tangler v6)
     "koalarization": koalarization.FORMAT,  # Lab targets + embedding (Deep Koalarization)
+    "webdataset": webdataset.FORMAT,  # tar shards of jpg/cls/json samples + wids shard index
+    "parquet": parquet.FORMAT,  # Hugging Face datasets layout (Image + ClassLabel, README.md)
 }
 
 
