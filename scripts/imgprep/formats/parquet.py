@@ -15,7 +15,8 @@ What is written is the smallest valid Parquet (format 1, as Apache Arrow reads i
 row group one PLAIN data page (v1) per column, uncompressed (JPEG does not compress),
 every value present (definition levels one RLE run), no statistics. Verification reads
 them back with the small reader below; tests/test_parquet_format.py loads them with
-pyarrow and ``datasets``.
+pyarrow and ``datasets``. ``records.compression`` does not apply (the TFRecord
+framing's): Parquet columns of JPEGs stay uncompressed.
 
 Thrift's compact protocol (parquet.thrift's structs) takes ~100 lines both ways; a reason
 for a module of this size.

@@ -11,6 +11,8 @@ members in position order and headers free of clocks and owners, so the same sam
 give the same bytes. Beside them, ``{split}.shardindex.json`` is the
 ``wids-shard-index-v1`` description ``wids.ShardListDataset`` opens (url relative to the
 index file, nsamples, filesize), written from the verification report.
+``records.compression`` does not apply (it is the TFRecord framing's): tars of JPEGs stay
+uncompressed, as webdataset's ``.tar`` shards are.
 """
 
 from __future__ import annotations
