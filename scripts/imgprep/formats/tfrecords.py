@@ -152,7 +152,7 @@ class TFRecordFormat(RecordFormat):
 
     # -- container -------------------------------------------------------------------
 
-    def has_record_index(self, compression: str) -> bool:
+    def has_record_index(self, compression: str | None) -> bool:
         # DALI and the tfrecord package seek by an index of uncompressed files only
         return normalize_compression(compression) == ""
 
