@@ -9,7 +9,7 @@ from imgprep.records import record_index_path, shard_path
 from imgprep.slim import checkpoint_files
 from imgprep.tfds_metadata import LABELS_FILE as TFDS_LABELS_FILE
 from imgprep.tfds_metadata import metadata_files
-from imgprep.s3_index import adopt_snakemake_settings, publish_index
+from imgprep.publish import adopt_snakemake_settings, publish_index
 from imgprep.report import failure_report, success_report
 from imgprep.slurm import job_cpu_limit
 from imgprep.upstream import upstream_digest

@@ -1,0 +1,1 @@
+"""Per-shard stage code: what one job of a stage does to one shard."""
