@@ -109,7 +109,7 @@ def _index_folder(task: tuple) -> tuple[list[Placed], list]:
     rows = []
     for relpath, size, mtime_ns in found:
         split, shard, order = place(relpath, plan)
-        rows.append(Placed(split, shard, order, IndexRow(f"{base}/{relpath}", cls, size, mtime_ns)))
+        rows.append((split, shard, order, IndexRow(f"{base}/{relpath}", cls, size, mtime_ns)))
     return rows, ignored
 
 

@@ -18,7 +18,6 @@ from imgprep.sourcefile import NOT_AN_IMAGE_EXTENSION
 from imgprep.sources import voc_boxes
 from imgprep.sources.common import (
     Found,
-    Placed,
     box_text,
     check_boxes,
     check_root_folder,
@@ -109,7 +108,7 @@ def scan(config: dict, cache: Path) -> Found:
                 member.offset,
                 box_text(boxes, member.name),
             )
-            rows.append(Placed(split, shard, order, row))
+            rows.append((split, shard, order, row))
             if cls:
                 classes.add(cls)
     return Found(rows, ignored, classes, root)

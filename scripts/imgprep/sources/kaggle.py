@@ -20,7 +20,6 @@ from imgprep.files.tables import IndexRow, clean
 from imgprep.sourcefile import NOT_AN_IMAGE_EXTENSION, open_source
 from imgprep.sources.common import (
     Found,
-    Placed,
     check_root_folder,
     entries,
     extensions,
@@ -96,7 +95,7 @@ def _scan(config: dict) -> Found:
             "no row in LOC_val_solution.csv",
         )
         rows.extend(with_boxes(found, boxes))
-        classes |= {placed.row.cls for placed in found}
+        classes |= {row.cls for *_, row in found}
     if "test" in splits:
         rows.extend(_index_flat(data / "test", "test", config, image_extensions, None, ignored))
     return Found(rows, ignored, classes, root)
@@ -121,7 +120,7 @@ def _index_flat(folder: Path, split: str, config, image_extensions, labels, igno
             cls = labels[stem] if labels is not None else ""
             _, shard, order = place(where, plan)
             row = IndexRow(path, cls, stat.st_size, stat.st_mtime_ns)
-            rows.append(Placed(split, shard, order, row))
+            rows.append((split, shard, order, row))
     return rows
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from imgprep.errors import ConfigError
 from imgprep.files.tables import IndexRow
 from imgprep.sourcefile import open_source
-from imgprep.sources.common import Found, Placed, fraction_plan, only, placer
+from imgprep.sources.common import Found, fraction_plan, only, placer
 
 KEY = "config key 'source.manifest'"
 
@@ -89,6 +89,6 @@ def _read_manifest(manifest: Path, base: Path, delimiter: str, splits: dict, pla
             except OSError:
                 size, mtime_ns = -1, 0
             split, shard, order = place(path, plans[split] if has_split else drawn)
-            rows.append(Placed(split, shard, order, IndexRow(full, label, size, mtime_ns)))
+            rows.append((split, shard, order, IndexRow(full, label, size, mtime_ns)))
             classes.add(label)
     return rows, ignored, classes

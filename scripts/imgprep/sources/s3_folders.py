@@ -15,7 +15,6 @@ from imgprep.s3 import REQUESTS_IN_FLIGHT, client, list_folder, list_objects, sp
 from imgprep.sourcefile import HIDDEN, NOT_AN_IMAGE_EXTENSION, TAB_OR_NEWLINE
 from imgprep.sources.common import (
     Found,
-    Placed,
     extensions,
     fraction_plan,
     has_tab_or_newline,
@@ -76,7 +75,7 @@ def _index_tree(url: str, image_extensions, place, plan) -> tuple[list, list, se
             for relpath, size, mtime_ns in found:
                 split, shard, order = place(relpath, plan)
                 row = IndexRow(f"{url}/{relpath}", cls, size, mtime_ns)
-                rows.append(Placed(split, shard, order, row))
+                rows.append((split, shard, order, row))
             if found:
                 found_classes.add(cls)
     return rows, ignored, found_classes

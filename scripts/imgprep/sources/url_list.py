@@ -18,7 +18,7 @@ from imgprep.errors import ConfigError
 from imgprep.files.tables import IndexRow
 from imgprep.http import url_from_bytes
 from imgprep.sourcefile import open_source
-from imgprep.sources.common import Found, Placed, fraction_plan, only, placer
+from imgprep.sources.common import Found, fraction_plan, only, placer
 
 
 def check(config: dict) -> None:
@@ -45,7 +45,7 @@ def scan(config: dict, cache: Path) -> Found:
     rows, classes = [], set()
     for entry in entries:
         split, shard, order = place(entry.key, plan)
-        rows.append(Placed(split, shard, order, IndexRow(entry.url, entry.wnid)))
+        rows.append((split, shard, order, IndexRow(entry.url, entry.wnid)))
         if entry.wnid:
             classes.add(entry.wnid)
     return Found(rows, ignored, classes, path)
