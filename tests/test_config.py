@@ -227,6 +227,8 @@ def test_the_schema_names_exactly_the_registered_source_types():
 
     enum = load_schema()["properties"]["source"]["properties"]["type"]["enum"]
     assert sorted(enum) == sorted(SOURCE_TYPES)
+    for name, module in SOURCE_TYPES.items():
+        assert callable(module.check) and callable(module.scan), name
 
 
 def test_an_unknown_source_type_names_the_key_and_the_known_ones():
