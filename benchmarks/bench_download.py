@@ -35,7 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from imgprep.atomic import atomic_write  # noqa: E402
-from imgprep.download import DownloadParams, download_shard, parse_url_list  # noqa: E402
+from imgprep.config import schema_defaults  # noqa: E402
+from imgprep.sources.url_list import parse_url_list  # noqa: E402
+from imgprep.stages.download import DownloadParams, download_shard  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "download.json"
 
@@ -116,7 +118,9 @@ def bench_download(count: int, folder: Path) -> dict:
         for connections in (1, 4, 16):
             urls = [f"{base}/{i}.jpg?c={connections}" for i in range(count)]
             shard = folder / f"c{connections}"
-            params = DownloadParams(connections=connections, allow_private=True)
+            params = DownloadParams.from_config(
+                {**schema_defaults("download"), "connections": connections, "allow_private": True}
+            )
             start = time.perf_counter()
             ok, failed = download_shard(
                 urls, shard / "cache", shard / "s.tar", shard / "s.tsv", params

@@ -7,7 +7,7 @@ from imgprep.config import ConfigError, validate_config
 from imgprep.index import IndexBusy, shard_index_path, update_index
 from imgprep.formats import get_format
 from imgprep.slim import checkpoint_files
-from imgprep.s3_index import adopt_snakemake_settings, publish_index
+from imgprep.publish import adopt_snakemake_settings, publish_index
 from imgprep.report import failure_report, success_report
 from imgprep.slurm import job_cpu_limit
 from imgprep.upstream import upstream_digest

@@ -2,9 +2,9 @@
 
 import sys
 
-from imgprep.download import DownloadParams, download_shard
 from imgprep.index import read_shard_index
 from imgprep.rulelog import rule_log
+from imgprep.stages.download import DownloadParams, download_shard
 
 with rule_log(snakemake):
     members = read_shard_index(snakemake.input.index)

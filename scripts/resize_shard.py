@@ -10,7 +10,7 @@ with rule_log(snakemake):
     members = read_shard_index(snakemake.input.index)
     downloads = None
     if snakemake.input.get("downloads"):
-        from imgprep.download import read_downloads
+        from imgprep.stages.download import read_downloads
 
         downloads = read_downloads(snakemake.input.downloads, snakemake.input.download_status)
     resized, rejected = resize_shard(

@@ -14,7 +14,6 @@ import tarfile
 
 import numpy as np
 import pytest
-from imgprep import boxes as boxes_module
 from imgprep import imaging
 from imgprep.boxes import (
     BoxGeometry,
@@ -22,13 +21,13 @@ from imgprep.boxes import (
     decode_boxes,
     encode_boxes,
     normalize_boxes,
-    parse_voc_xml,
-    read_kaggle_boxes,
-    read_voc_boxes,
     transform_boxes,
 )
 from imgprep.imaging import MODES, ResizeParams, resize_image
 from imgprep.resize import read_resized, resize_shard
+from imgprep.sources import voc_boxes as voc_boxes_module
+from imgprep.sources.kaggle import read_kaggle_boxes
+from imgprep.sources.voc_boxes import parse_voc_xml, read_voc_boxes
 from PIL import Image
 
 # -- builders -------------------------------------------------------------------------
@@ -93,7 +92,7 @@ def forbid_parsing(monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("parsed although the cache should have answered")
 
-    monkeypatch.setattr(boxes_module, "parse_voc_xml", fail)
+    monkeypatch.setattr(voc_boxes_module, "parse_voc_xml", fail)
 
 
 # -- the index column -----------------------------------------------------------------

@@ -212,10 +212,29 @@ def test_numbers_out_of_range_fail_naming_the_key(config, edit, key):
 
 
 def test_the_largest_seed_keys_the_shard_hash():
-    from imgprep.index import _placer
+    from imgprep.sources.common import placer as _placer
 
     largest = validate_config(
         {"source": {"root": str(REPO / "resources" / "sample")}, "seed": 10**64 - 1}
     )["seed"]
     plan = (("train", 1.0, 4),)
     assert _placer(largest)("a/b.JPEG", plan) != _placer(0)("a/b.JPEG", plan)
+
+
+def test_the_schema_names_exactly_the_registered_source_types():
+    from imgprep.config import load_schema
+    from imgprep.sources import SOURCE_TYPES
+
+    enum = load_schema()["properties"]["source"]["properties"]["type"]["enum"]
+    assert sorted(enum) == sorted(SOURCE_TYPES)
+    for name, module in SOURCE_TYPES.items():
+        assert callable(module.check) and callable(module.scan), name
+
+
+def test_an_unknown_source_type_names_the_key_and_the_known_ones():
+    from imgprep import sources
+
+    with pytest.raises(ConfigError) as error:
+        sources.check({"source": {"type": "ftp"}, "splits": {}})
+    assert "config key 'source.type'" in str(error.value)
+    assert "folders, kaggle, manifest, tars, urls" in str(error.value)

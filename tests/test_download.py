@@ -21,14 +21,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from helpers import REPO, jpeg_bytes
-from imgprep import download as download_module
-from imgprep.download import (
-    STATUS_COLUMNS,
+from imgprep.config import schema_defaults
+from imgprep.files.tables import STATUS_COLUMNS
+from imgprep.http import address_refusal
+from imgprep.sources.url_list import UrlEntry, parse_url_list
+from imgprep.stages import download as download_module
+from imgprep.stages.download import (
     DownloadParams,
-    UrlEntry,
     cache_paths,
     download_shard,
-    parse_url_list,
     read_downloads,
 )
 from PIL import Image
@@ -214,7 +215,7 @@ def _closed_port() -> int:
 
 
 def _params(**overrides) -> DownloadParams:
-    values = {
+    values = schema_defaults("download") | {
         "connections": 8,
         "timeout": TIMEOUT,
         "total_timeout": TOTAL,
@@ -544,9 +545,12 @@ def test_checks_apply_to_cached_images_without_fetching(first_run, server, tmp_p
 
 _INTERRUPTED_RUN = """
 import json, sys
-from imgprep.download import DownloadParams, download_shard
+from imgprep.config import schema_defaults
+from imgprep.stages.download import DownloadParams, download_shard
 urls, root = json.loads(sys.argv[1]), sys.argv[2]
-params = DownloadParams(connections=1, timeout=30, total_timeout=60, retries=0, allow_private=True)
+settings = {"connections": 1, "timeout": 30, "total_timeout": 60, "retries": 0}
+settings["allow_private"] = True
+params = DownloadParams.from_config(schema_defaults("download") | settings)
 download_shard(urls, root + "/cache", root + "/shard.tar", root + "/status.tsv", params)
 """
 
@@ -671,9 +675,9 @@ def test_allow_private_lets_them_through_and_replaces_cached_refusals(server, tm
 
 
 def test_address_refusal_names_the_class():
-    assert download_module.address_refusal("93.184.216.34") is None
-    assert download_module.address_refusal("2606:2800:220:1:248:1893:25c8:1946") is None
-    assert download_module.address_refusal("192.0.2.1").startswith("refused address 192.0.2.1")
+    assert address_refusal("93.184.216.34") is None
+    assert address_refusal("2606:2800:220:1:248:1893:25c8:1946") is None
+    assert address_refusal("192.0.2.1").startswith("refused address 192.0.2.1")
 
 
 _PUBLIC_IP = "93.184.216.34"  # an address that passes the check; the tests route it locally
@@ -786,17 +790,20 @@ def test_through_a_proxy_literal_addresses_are_still_refused(server, tmp_path, m
 # -- parameters ------------------------------------------------------------------------------------
 
 
-def test_params_defaults_and_validation():
-    params = DownloadParams.from_config({})
-    assert params == DownloadParams()
+def test_params_take_the_schema_defaults_and_validate():
+    defaults = schema_defaults("download")
+    params = DownloadParams.from_config(defaults)
     assert (params.connections, params.timeout, params.total_timeout) == (16, 10.0, 60.0)
     assert (params.retries, params.backoff, params.max_bytes) == (3, 1.0, 20_000_000)
     assert (params.retry_failed, params.min_side, params.reject_sha256) == (False, 1, ())
     assert params.allow_private is False
     digest = "AB" * 32
-    assert DownloadParams.from_config({"reject_sha256": [digest]}).reject_sha256 == ("ab" * 32,)
+    given = defaults | {"reject_sha256": [digest]}
+    assert DownloadParams.from_config(given).reject_sha256 == ("ab" * 32,)
     with pytest.raises(ValueError, match="download.threads: unknown key"):
-        DownloadParams.from_config({"threads": 4})
+        DownloadParams.from_config(defaults | {"threads": 4})
+    with pytest.raises(ValueError, match="download.connections: missing"):
+        DownloadParams.from_config({})
     bad = [
         {"connections": 0},
         {"timeout": 0},
@@ -809,7 +816,7 @@ def test_params_defaults_and_validation():
     ]
     for cfg in bad:
         with pytest.raises(ValueError, match=f"download.{next(iter(cfg))}"):
-            DownloadParams.from_config(cfg)
+            DownloadParams.from_config(defaults | cfg)
 
 
 # -- URL lists -------------------------------------------------------------------------------------

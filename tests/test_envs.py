@@ -54,12 +54,15 @@ def imports(path: Path, seen: set[Path]) -> set[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
+            if node.module.split(".")[0] == "imgprep":  # `from imgprep import sources`
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
         for name in names:
             top = name.split(".")[0]
             if top == "imgprep":
                 module = REPO / "scripts" / Path(*name.split("."))
                 target = module / "__init__.py" if module.is_dir() else module.with_suffix(".py")
-                modules |= imports(target, seen)
+                if target.is_file():  # else a name imported from a module, not a module
+                    modules |= imports(target, seen)
             else:
                 modules.add(top)
     return modules

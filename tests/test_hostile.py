@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from helpers import base_config, jpeg_bytes, make_tree
-from imgprep.boxes import parse_voc_xml, read_voc_boxes
 from imgprep.config import ConfigError, validate_config
 from imgprep.files.tables import read_tsv
 from imgprep.imaging import ResizeParams
@@ -33,6 +32,7 @@ from imgprep.index import (
 )
 from imgprep.resize import read_resized, resize_shard
 from imgprep.sourcefile import ReadLimits, read_file
+from imgprep.sources.voc_boxes import parse_voc_xml, read_voc_boxes
 from PIL import Image
 
 LAYOUT = {"train/a": 3, "train/b": 3, "validation/a": 2, "validation/b": 2}
@@ -263,7 +263,7 @@ def test_a_manifest_that_is_not_utf8_fails_naming_the_key(tmp_path):
 
 
 def test_an_unreadable_class_folder_is_listed_not_a_traceback(tree, tmp_path, monkeypatch):
-    import imgprep.index as index_module
+    import imgprep.sources.common as scan_module
 
     locked = str(tree / "train" / "b")
     real = os.listdir
@@ -273,7 +273,7 @@ def test_an_unreadable_class_folder_is_listed_not_a_traceback(tree, tmp_path, mo
             raise PermissionError(13, "Permission denied", locked)
         return real(path)
 
-    monkeypatch.setattr(index_module.os, "listdir", listdir)
+    monkeypatch.setattr(scan_module.os, "listdir", listdir)
     result = scan(configure(tree, tmp_path))
     assert len(indexed(result, "train")) == 3
     assert dict(result.ignored)["train/b"] == "unreadable folder: Permission denied"

@@ -355,7 +355,7 @@ def test_a_dry_run_during_a_build_leaves_it_intact_and_sees_the_new_work(tmp_pat
     the added image's shard, and a second build is refused with a clear message."""
     import time
 
-    from imgprep.index import _placer
+    from imgprep.sources.common import placer as _placer
 
     work = new_workdir(tmp_path / "c")
     write_config(work, threads={"resize": 1, "records": 1, "verify": 1})

@@ -1,5 +1,6 @@
-"""The error every configuration check raises, below both the configuration and the
-registries it asks (imgprep.formats), so that neither imports the other to raise it."""
+"""The configuration error, apart from ``imgprep.config``: the source and format modules
+raise it from their checks, and ``config`` imports their registries, so it cannot live there
+without an import cycle."""
 
 
 class ConfigError(ValueError):

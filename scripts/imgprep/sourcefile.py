@@ -19,6 +19,8 @@ import os
 import stat as stat_module
 from dataclasses import dataclass
 
+from imgprep.files.tables import clean
+
 # ImageNet's biggest JPEG is ~15 MB; a file past this is a mistake or an attack.
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -90,7 +92,7 @@ def shown(text: str) -> str:
     that are not UTF-8 (kept by os.listdir as surrogate escapes) become ``\\xff`` text."""
     if not text.isascii():
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    return clean(text)
 
 
 def is_utf8(name: str) -> bool:

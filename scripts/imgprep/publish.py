@@ -1,10 +1,10 @@
-"""S3 at parse time: index an ``s3://`` source, publish the index lists to S3 storage.
+"""Publish the index lists to Snakemake's default storage (S3), at parse time.
 
 With ``--default-storage-provider s3`` Snakemake maps every relative path to the storage
 prefix, the index lists included; but the scan writes them locally, at parse time, and
 Snakemake only uploads job outputs. So they are uploaded here, each only when its
 content differs from the stored copy: an unchanged list keeps its S3 mtime, and a
-re-run has nothing to do.
+re-run has nothing to do. (Scanning an ``s3://`` source is ``imgprep.sources.s3_folders``.)
 """
 
 from __future__ import annotations
@@ -15,106 +15,17 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from imgprep.config import ConfigError
+from imgprep.errors import ConfigError
+from imgprep.index import ignored_path, index_dir, labels_path, shard_index_path
 from imgprep.s3 import (
     PLUGIN_ENV,
     REQUESTS_IN_FLIGHT,
     SCHEME,
     client,
     is_s3_url,
-    list_folder,
     list_objects,
     split_url,
 )
-from imgprep.sourcefile import HIDDEN, NOT_AN_IMAGE_EXTENSION, TAB_OR_NEWLINE
-
-# -- indexing ----------------------------------------------------------------------------
-
-
-def _index_class(url: str, cls: str, extensions) -> tuple[list, list]:
-    """What ``index._walk`` makes of one class folder: (relpath, size, mtime_ns) of its
-    images, and (relpath, reason) of what it ignores."""
-    found, ignored, hidden = [], [], set()
-    for relpath, size, mtime_ns, _ in list_objects(f"{url}/{cls}"):
-        parts = relpath.split("/")
-        dot = next((i for i, part in enumerate(parts) if part.startswith(".")), None)
-        if dot is not None:  # a hidden folder is not descended into: reported once
-            hidden.add(f"{cls}/{'/'.join(parts[: dot + 1])}")
-            continue
-        name = parts[-1]
-        path = f"{cls}/{relpath}"
-        if "\t" in name or "\n" in name or "\r" in name:
-            ignored.append((path, TAB_OR_NEWLINE))  # a clean TSV field when written
-        elif "." not in name or name.rpartition(".")[2].lower() not in extensions:
-            ignored.append((path, NOT_AN_IMAGE_EXTENSION))
-        else:
-            found.append((path, size, mtime_ns))
-    ignored += [(path, HIDDEN) for path in sorted(hidden)]
-    return found, ignored
-
-
-def _index_tree(url: str, extensions, place, plan) -> tuple[list, list, set]:
-    """``index._index_tree`` for ``url/<class>/...``: the same rows, paths as s3:// URLs.
-
-    The class folders are listed in parallel: ImageNet's 1.28M objects are 1281 pages,
-    too many to fetch one after the other at every workflow start.
-    """
-    url = url.rstrip("/")
-    folders, files = list_folder(url)
-    ignored = [
-        (name, HIDDEN if name.startswith(".") else "not inside a class folder") for name in files
-    ]
-    ignored += [(name, HIDDEN) for name in folders if name.startswith(".")]
-    classes = sorted(name for name in folders if not name.startswith("."))
-    rows, found_classes = [], set()
-    with ThreadPoolExecutor(REQUESTS_IN_FLIGHT) as pool:
-        listed = pool.map(lambda cls: _index_class(url, cls, extensions), classes)
-        for cls, (found, skipped) in zip(classes, listed, strict=True):
-            ignored += skipped
-            for relpath, size, mtime_ns in found:
-                split, shard, order = place(relpath, plan)
-                rows.append(
-                    (split, shard, order, f"{url}/{relpath}\t{cls}\t{size}\t{mtime_ns}\t-1\t")
-                )
-            if found:
-                found_classes.add(cls)
-    return rows, ignored, found_classes
-
-
-def index_folders(config: dict, extensions, place, drawn) -> tuple[list, list, set]:
-    """Index a folders source under ``s3://``: (rows, ignored, classes) as ``index.scan``
-    builds them for a local root, so the shard lists differ only in the paths.
-
-    ``place`` is the scan's placer; ``drawn`` the fraction plan of the class-folders
-    layout (None for split-folders, where each split is a folder).
-    """
-    root = config["source"]["root"].rstrip("/")
-    try:
-        return _index_folders(root, config["splits"], extensions, place, drawn)
-    except client().exceptions.NoSuchBucket:
-        bucket = split_url(root)[0]
-        raise ConfigError(f"config key 'source.root': no S3 bucket {bucket}") from None
-
-
-def _index_folders(root: str, splits: dict, extensions, place, drawn) -> tuple[list, list, set]:
-    if drawn is not None:
-        return _index_tree(root, extensions, place, drawn)
-    rows, ignored, classes = [], [], set()
-    for name, split in splits.items():
-        folder = split.get("dir", name)
-        url = f"{root}/{folder}"
-        found, skipped, found_classes = _index_tree(
-            url, extensions, place, ((name, 1.0, split["shards"]),)
-        )
-        if not found and not skipped:
-            raise ConfigError(f"config key 'splits.{name}.dir': nothing found under {url}/")
-        rows += found
-        classes |= found_classes
-        ignored += [(f"{folder}/{path}", reason) for path, reason in skipped]
-    return rows, ignored, classes
-
-
-# -- Snakemake's default storage --------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -167,8 +78,6 @@ def publish_index(config: dict, result, target: StorageTarget | None, log=sys.st
     """
     if target is None:
         return []
-    from imgprep.index import ignored_path, index_dir, labels_path, shard_index_path
-
     results = config["results"]
     local = [labels_path(results), ignored_path(results)]
     for split, lists in result.shards.items():
