@@ -8,7 +8,7 @@ from test_verify import rewrite
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
-from imgprep.lab import lab_targets  # noqa: E402
+from imgprep.kernels.lab import lab_targets  # noqa: E402
 from imgprep.records import SCHEMAS, shard_filename, shard_path, slim_logits  # noqa: E402
 from imgprep.verify import VerificationError, verify_shards  # noqa: E402
 

@@ -9,9 +9,9 @@ from test_verify import rewrite
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
-from imgprep.ravel import adjacency_indices, ravel  # noqa: E402
+from imgprep.files.tfrecord import serialize_tensor_uint8  # noqa: E402
+from imgprep.kernels.stringart import adjacency_indices, ravel  # noqa: E402
 from imgprep.records import SCHEMAS, shard_filename  # noqa: E402
-from imgprep.tfrecord import serialize_tensor_uint8  # noqa: E402
 from imgprep.verify import VerificationError, verify_shards  # noqa: E402
 
 PINS = 16

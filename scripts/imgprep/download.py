@@ -42,7 +42,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-from imgprep.atomic import atomic_write, reproducible_tar_info
+from imgprep.atomic import atomic_write
+from imgprep.files.tars import reproducible_tar_info
 from imgprep.sourcefile import open_source
 
 __all__ = [

@@ -3,7 +3,7 @@
 A schema names its shard files and builds the tf.train.Example of one image, so a
 new consumer (another training code base with its own feature keys) plugs in
 with a builder function and an entry in SCHEMAS. Writing goes through
-imgprep.tfrecord, which needs no TensorFlow: this runs once per shard.
+imgprep.files.tfrecord, which needs no TensorFlow: this runs once per shard.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 
 from imgprep import koalarization
 from imgprep.files.tables import read_tsv
-from imgprep.tfrecord import (
+from imgprep.files.tfrecord import (
     Feature,
     TFRecordWriter,
     bytes_feature,
@@ -245,7 +245,7 @@ TANGLER_VERSION = 6
 
 def _tangler_features(sample: Sample, label: int) -> dict[str, Feature]:
     """Tangler's make_tfrecords.py format version 6: gray square JPEG + ravel target."""
-    from imgprep.ravel import adjacency_indices  # numba: only for this schema
+    from imgprep.kernels.stringart import adjacency_indices  # numba: only for this schema
 
     _jpeg_header(sample)
     if sample.channels != 1 or sample.width != sample.height:
@@ -304,7 +304,7 @@ def _koalarization_features(sample: Sample, label: int) -> dict[str, Feature]:
     both flattened row-major (HW, HWC) at 224 x 224; image_embedding holds 1001
     logits in slim's order; no label is stored.
     """
-    from imgprep.lab import lab_targets  # colour conversion: only for this schema
+    from imgprep.kernels.lab import lab_targets  # colour conversion: only for this schema
 
     _jpeg_header(sample)
     if sample.embedding is None:

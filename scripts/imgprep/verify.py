@@ -1,6 +1,6 @@
 """Read finished shards back with TensorFlow itself and check them against inputs.
 
-The writer (imgprep.tfrecord) deliberately avoids TensorFlow, so this is where
+The writer (imgprep.files.tfrecord) deliberately avoids TensorFlow, so this is where
 the real consumer's parser and JPEG decoder get the last word: every record is
 parsed and every image decoded with tf.data, and the labels, file names and
 counts are checked against the shard index, rejects and label table. Runs once
@@ -22,6 +22,7 @@ import numpy as np
 
 from imgprep.atomic import atomic_write
 from imgprep.files.tables import read_tsv
+from imgprep.files.tfrecord import normalize_compression, record_index
 from imgprep.records import (
     COLORSPACE_CHANNELS,
     INDEX_COLUMNS,
@@ -31,7 +32,6 @@ from imgprep.records import (
     get_schema,
     read_labels,
 )
-from imgprep.tfrecord import normalize_compression, record_index
 
 __all__ = ["VerificationError", "forget_failed", "read_recorded_sha256", "verify_shards"]
 
@@ -373,7 +373,7 @@ def _check_batch(batch: dict, first: int, expected, format_: bytes, problems, se
 
 def _check_tangler_batch(batch: dict, first: int, expected, problems, seen) -> None:
     """Tangler records: image shape, target consistency; no labels to check."""
-    from imgprep.ravel import adjacency_indices  # numba: only for this schema
+    from imgprep.kernels.stringart import adjacency_indices  # numba: only for this schema
 
     for i, where in _count_names(batch, first, expected, seen):
         version, res = int(batch["version"][i]), int(batch["res"][i])
