@@ -20,14 +20,12 @@ ICC_MODES = ("convert", "ignore")
 # luma weights in 1/65536: they sum to 65536 so white stays exactly white; rec601 is
 # what Pillow's convert("L") and JPEG's own Y use
 GRAY_MATRICES = {"rec601": (19595, 38470, 7471), "rec709": (13933, 46871, 4732)}
-# chroma plane size divisors (horizontal, vertical) of the stored JPEG
 # JFIF RGB -> YCbCr (Cb and Cr get +128 afterwards)
 YCBCR = (
     (0.299, 0.587, 0.114),
     (-0.168736, -0.331264, 0.5),
     (0.5, -0.418688, -0.081312),
 )
-
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 # 17 levels per channel: a profile that moves none of these by more than 1 is sRGB

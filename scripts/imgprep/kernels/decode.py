@@ -26,6 +26,7 @@ REDUCING_GAP = 3.0
 
 
 def is_int(value) -> bool:
+    """An integer, numpy's included, but not a bool (``True`` is no size)."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 

@@ -18,7 +18,10 @@ JPEG_MAX_SIDE = 65500  # libjpeg's limit on either side
 
 
 def encode_pixels(pixels: np.ndarray, params) -> bytes:
-    """Encode (h, w, 1|3) uint8 pixels in the target colorspace."""
+    """Encode (h, w, 1|3) uint8 pixels in the target colorspace.
+
+    ``params`` here and below: a ResizeParams (colorspace, gray_matrix, quality,
+    subsampling), passed whole rather than imported, so encoding knows no pipeline."""
     if params.colorspace == "gray":
         if pixels.shape[2] == 3:
             pixels = luma_u8(pixels, params.gray_matrix)
