@@ -84,8 +84,12 @@ def main(argv=None) -> int:
     rav.add_argument("file", help="an image file, or - for raw square 8-bit gray bytes on stdin")
     rav.add_argument("--pins", type=int, default=defaults["pins"], help="pins on the circle (k)")
     rav.add_argument("--lines", type=int, default=defaults["lines"], help="thread segments (N)")
-    rav.add_argument("--weight", type=float, default=defaults["weight"], help="thread width, m")
-    rav.add_argument("--frame", type=float, default=defaults["frame"], help="frame diameter, m")
+    rav.add_argument(
+        "--weight", type=float, default=defaults["weight"], help="thread width, metres"
+    )
+    rav.add_argument(
+        "--frame", type=float, default=defaults["frame"], help="frame diameter, metres"
+    )
     rav.add_argument(
         "--oversample",
         type=int,
