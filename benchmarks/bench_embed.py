@@ -37,9 +37,10 @@ from PIL import Image  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from imgprep import embed  # noqa: E402
 from imgprep.atomic import atomic_write  # noqa: E402
-from imgprep.resize import member_name  # noqa: E402
+from imgprep.config import section_config  # noqa: E402
+from imgprep.files.tables import member_name  # noqa: E402
+from imgprep.stages import embed  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "embed.json"
 TARGET_RATIO = 0.9
@@ -82,11 +83,16 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
-    params = embed.EmbedParams(
-        model=args.model,
-        weights=None,
-        input_size=args.input_size,
-        batch_size=args.batch,
+    params = embed.EmbedParams.from_config(
+        section_config(
+            "embed",
+            {
+                "model": args.model,
+                "weights": None,
+                "input_size": args.input_size,
+                "batch_size": args.batch,
+            },
+        )
     )
     rng = np.random.default_rng(0)
     jpegs = [_photo(rng, args.source_size) for _ in range(args.images)]

@@ -110,7 +110,7 @@ import sys, time
 sys.path.insert(0, {scripts!r})
 import numpy as np
 t = time.perf_counter()
-from imgprep.ravel import ravel
+from imgprep.kernels.stringart import ravel
 ravel(np.zeros((8, 8), np.uint8), 8, 4)
 print(time.perf_counter() - t)
 """
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     images = photos(args.images)
 
     t = time.perf_counter()
-    from imgprep.ravel import kernel_tables, line_tables, ravel, thread_weights
+    from imgprep.kernels.stringart import kernel_tables, line_tables, ravel, thread_weights
 
     import_s = time.perf_counter() - t
     t = time.perf_counter()

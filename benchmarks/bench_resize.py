@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from imgprep.atomic import atomic_write  # noqa: E402
-from imgprep.imaging import ResizeParams, resize_image  # noqa: E402
+from imgprep.config import section_config  # noqa: E402
+from imgprep.kernels.resize import ResizeParams, resize_image  # noqa: E402
 
 SAMPLE = REPO / "resources" / "sample"
 OUT = REPO / "benchmarks" / "out" / "resize.json"
@@ -190,8 +191,10 @@ def main(argv=None) -> int:
     mean_kb = sum(map(len, photos)) / len(photos) / 1000
     print(f"{len(photos)} JPEGs from {origin}, mean {mean_kb:.0f} KB, {SIZE} px centre crop")
     params = {
-        "RGB": ResizeParams(mode="center-crop", width=SIZE, height=SIZE, colorspace="rgb"),
-        "gray": ResizeParams(mode="center-crop", width=SIZE, height=SIZE, colorspace="gray"),
+        name: ResizeParams.from_config(
+            section_config("resize", {"mode": "center-crop", "size": SIZE, "colorspace": space})
+        )
+        for name, space in (("RGB", "rgb"), ("gray", "gray"))
     }
     rows = []
     for name, mode in (("RGB", "RGB"), ("gray", "L")):

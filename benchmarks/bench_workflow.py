@@ -70,7 +70,6 @@ def bench_config(photos: Path, results: Path, count: int) -> dict:
 
 def bare_loop(config: dict) -> float:
     """The library called directly: what the workflow does, minus Snakemake."""
-    from imgprep.imaging import ResizeParams
     from imgprep.index import (
         ignored_path,
         labels_path,
@@ -79,10 +78,11 @@ def bare_loop(config: dict) -> float:
         update_index,
         write_split_table,
     )
-    from imgprep.resize import resize_shard
+    from imgprep.kernels.resize import ResizeParams
     from imgprep.stages.records import write_shard
+    from imgprep.stages.resize import resize_shard
+    from imgprep.stages.summary import write_summary
     from imgprep.stages.verify import verify_shards
-    from imgprep.summary import write_summary
 
     started = time.perf_counter()
     config = validate_config(config)

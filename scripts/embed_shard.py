@@ -1,7 +1,7 @@
 """Rule embed_shard: CNN embeddings of one shard's resized images."""
 
-from imgprep.embed import EmbedParams, embed_shard
 from imgprep.rulelog import rule_log
+from imgprep.stages.embed import EmbedParams, embed_shard
 
 with rule_log(snakemake):
     count = embed_shard(

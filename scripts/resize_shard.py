@@ -1,10 +1,10 @@
 """Rule resize_shard: resize one shard's images into a tar of JPEGs."""
 
-from imgprep.imaging import ResizeParams
 from imgprep.index import read_shard_index
-from imgprep.resize import resize_shard
+from imgprep.kernels.resize import ResizeParams
 from imgprep.rulelog import rule_log
 from imgprep.sourcefile import ReadLimits
+from imgprep.stages.resize import resize_shard
 
 with rule_log(snakemake):
     members = read_shard_index(snakemake.input.index)

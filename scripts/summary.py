@@ -1,7 +1,7 @@
 """Rule summary: per split images, records, rejects, classes, bytes and shard hashes."""
 
 from imgprep.rulelog import rule_log
-from imgprep.summary import write_summary
+from imgprep.stages.summary import write_summary
 
 with rule_log(snakemake):
     summary = write_summary(

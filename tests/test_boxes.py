@@ -14,7 +14,6 @@ import tarfile
 
 import numpy as np
 import pytest
-from imgprep import imaging
 from imgprep.boxes import (
     BoxGeometry,
     RawBoxes,
@@ -23,12 +22,21 @@ from imgprep.boxes import (
     normalize_boxes,
     transform_boxes,
 )
-from imgprep.imaging import MODES, ResizeParams, resize_image
-from imgprep.resize import read_resized, resize_shard
+from imgprep.config import section_config
+from imgprep.files.tars import read_resized
+from imgprep.kernels import decode
+from imgprep.kernels.resize import MODES, ResizeParams, resize_image
 from imgprep.sources import voc_boxes as voc_boxes_module
 from imgprep.sources.kaggle import read_kaggle_boxes
 from imgprep.sources.voc_boxes import parse_voc_xml, read_voc_boxes
+from imgprep.stages.resize import resize_shard
 from PIL import Image
+
+
+def resize_params(**values) -> ResizeParams:
+    """ResizeParams from the schema's defaults and ``values`` (config keys)."""
+    return ResizeParams.from_config(section_config("resize", values))
+
 
 # -- builders -------------------------------------------------------------------------
 
@@ -448,11 +456,11 @@ def mask_box(mask: np.ndarray):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_orientation_moves_boxes_exactly_like_pixels(orientation):
-    """Against imaging._orient itself: on whole pixels the match must be exact."""
+    """Against decode.orient itself: on whole pixels the match must be exact."""
     width, height = 40, 30
     stored = np.zeros((height, width, 1), np.uint8)
     stored[3:12, 5:26] = 1  # x 5..26, y 3..12
-    oriented = imaging._orient(stored, orientation)[:, :, 0]
+    oriented = decode.orient(stored, orientation)[:, :, 0]
     ow, oh = oriented_size(width, height, orientation)
     assert oriented.shape == (oh, ow)
     box = (5 / width, 3 / height, 26 / width, 12 / height)
@@ -463,13 +471,13 @@ def test_orientation_moves_boxes_exactly_like_pixels(orientation):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_orientation_matches_pillows_transposes(orientation):
-    """The Pillow decode path orients with imaging._TRANSPOSE: the same map."""
+    """The Pillow decode path orients with decode._TRANSPOSE: the same map."""
     width, height = 40, 30
     stored = np.zeros((height, width), np.uint8)
     stored[3:12, 5:26] = 255
     image = Image.fromarray(stored)
     if orientation != 1:
-        image = image.transpose(imaging._TRANSPOSE[orientation])
+        image = image.transpose(decode._TRANSPOSE[orientation])
     ow, oh = image.size
     box = (5 / width, 3 / height, 26 / width, 12 / height)
     (moved,) = transform_boxes([box], identity_geometry(width, height, orientation))
@@ -644,7 +652,7 @@ def check_box_matches_pixels(rectangle: str, result) -> str:
 @pytest.mark.parametrize("mode", MODES)
 def test_boxes_follow_the_pixels_through_resize(mode, orientation, size, fmt):
     width, height, upscale = size
-    params = ResizeParams(mode=mode, width=width, height=height, upscale=upscale)
+    params = resize_params(mode=mode, size=[width, height], upscale=upscale)
     for rectangle in RECTANGLES:
         result = resize_image(rectangle_image(rectangle, orientation, fmt), params)
         assert result.orientation == orientation
@@ -664,7 +672,7 @@ def test_boxes_follow_the_pixels_through_resize(mode, orientation, size, fmt):
     ],
 )
 def test_center_crop_cuts_boxes(rectangle, orientation, size, survived):
-    params = ResizeParams(mode="center-crop", width=size[0], height=size[1])
+    params = resize_params(mode="center-crop", size=list(size))
     result = resize_image(rectangle_image(rectangle, orientation, "JPEG"), params)
     assert check_box_matches_pixels(rectangle, result) == survived
 
@@ -676,7 +684,7 @@ def test_boxes_through_a_resized_shard_and_its_meta_table(tmp_path):
         path = tmp_path / f"img{orientation}.jpg"
         path.write_bytes(rectangle_image("corner", orientation, "JPEG"))
         paths.append(str(path))
-    params = ResizeParams(mode="center-crop", width=120, height=80)
+    params = resize_params(mode="center-crop", size=[120, 80])
     tar, meta, rejects = tmp_path / "s.tar", tmp_path / "s.meta.tsv", tmp_path / "s.rej.tsv"
     assert resize_shard(paths, params, tar, meta, rejects) == (8, 0)
     with open(meta, newline="") as handle:

@@ -9,8 +9,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from imgprep import embed  # noqa: E402
-from imgprep.embed import (  # noqa: E402
+from imgprep.config import section_config  # noqa: E402
+from imgprep.stages import embed  # noqa: E402
+from imgprep.stages.embed import (  # noqa: E402
     EmbedError,
     EmbedParams,
     embed_shard,
@@ -18,6 +19,12 @@ from imgprep.embed import (  # noqa: E402
     load_model,
 )
 from PIL import Image  # noqa: E402
+
+
+def embed_params(**values) -> EmbedParams:
+    """EmbedParams from the schema's defaults and ``values`` (config keys)."""
+    return EmbedParams.from_config(section_config("embed", values))
+
 
 keras = pytest.importorskip("keras")
 
@@ -73,14 +80,17 @@ def _fresh_cache():
 
 
 def test_defaults_are_koalarizations():
-    params = EmbedParams()
+    params = embed_params()
     assert (params.model, params.weights, params.output) == (
         "InceptionResNetV2",
         "imagenet",
         "logits",
     )
     assert (params.input_size, params.batch_size, params.seed) == (299, 32, 0)
-    assert EmbedParams.from_config({}) == params
+    partial = section_config("embed")
+    del partial["seed"]
+    with pytest.raises(ValueError, match=r"embed\.seed: missing"):
+        EmbedParams.from_config(partial)  # the defaults are the schema's alone
 
 
 @pytest.mark.parametrize(
@@ -98,19 +108,19 @@ def test_defaults_are_koalarizations():
 )
 def test_from_config_names_the_bad_key(cfg, key):
     with pytest.raises(ValueError, match=key):
-        EmbedParams.from_config(cfg)
+        EmbedParams.from_config({**section_config("embed"), **cfg})
 
 
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="InceptionResNetV2|ResNet50|MobileNet"):
-        EmbedParams.from_config({"model": "Inception"})
+        EmbedParams.from_config({**section_config("embed"), "model": "Inception"})
 
 
 # -- models ----------------------------------------------------------------------------
 
 
 def test_random_init_is_deterministic():
-    params = EmbedParams(**SMALL)
+    params = embed_params(**SMALL)
     batch = koalarization_batch(_jpegs(2), 32)
     first = load_model(params)
     assert load_model(params) is first  # memoized
@@ -120,27 +130,27 @@ def test_random_init_is_deterministic():
     assert second is not first
     np.testing.assert_array_equal(a, second.predict_on_batch(batch))
     embed.clear_cache()
-    other = load_model(EmbedParams(**{**SMALL, "seed": 1}))
+    other = load_model(embed_params(**{**SMALL, "seed": 1}))
     assert not np.array_equal(a, other.predict_on_batch(batch))
 
 
 def test_output_modes_shapes():
-    assert load_model(EmbedParams(**SMALL)).output_shape == (None, 1000)
-    assert load_model(EmbedParams(**SMALL, output="pooled")).output_shape == (None, 576)
-    named = load_model(EmbedParams(**SMALL, output="predictions"))
+    assert load_model(embed_params(**SMALL)).output_shape == (None, 1000)
+    assert load_model(embed_params(**SMALL, output="pooled")).output_shape == (None, 576)
+    named = load_model(embed_params(**SMALL, output="predictions"))
     assert named.output_shape == (None, 1000)
-    inner = load_model(EmbedParams(**SMALL, output="expanded_conv_squeeze_excite_avg_pool"))
+    inner = load_model(embed_params(**SMALL, output="expanded_conv_squeeze_excite_avg_pool"))
     assert inner.output_shape == (None, 1, 1, 16)
     with pytest.raises(EmbedError, match="no_such_layer"):
-        load_model(EmbedParams(**SMALL, output="no_such_layer"))
+        load_model(embed_params(**SMALL, output="no_such_layer"))
 
 
 def test_weights_file_loads_into_the_architecture(tmp_path):
-    source = load_model(EmbedParams(**{**SMALL, "seed": 7}))
+    source = load_model(embed_params(**{**SMALL, "seed": 7}))
     path = tmp_path / "small.weights.h5"
     source.save_weights(path)
     batch = koalarization_batch(_jpegs(2), 32)
-    loaded = load_model(EmbedParams(**{**SMALL, "weights": str(path)}))
+    loaded = load_model(embed_params(**{**SMALL, "weights": str(path)}))
     np.testing.assert_array_equal(source.predict_on_batch(batch), loaded.predict_on_batch(batch))
 
 
@@ -148,11 +158,11 @@ def test_whole_model_file(tiny_keras):
     base = {"weights": str(tiny_keras), "input_size": 32}
     saved = keras.models.load_model(tiny_keras)
     batch = koalarization_batch(_jpegs(2), 32)
-    logits = load_model(EmbedParams(**base))
+    logits = load_model(embed_params(**base))
     assert logits.output_shape == (None, 3)
     np.testing.assert_allclose(logits.predict_on_batch(batch), saved.predict_on_batch(batch))
-    assert load_model(EmbedParams(**base, output="pooled")).output_shape == (None, 4)
-    assert load_model(EmbedParams(**base, output="feat")).output_shape == (None, 5)
+    assert load_model(embed_params(**base, output="pooled")).output_shape == (None, 4)
+    assert load_model(embed_params(**base, output="feat")).output_shape == (None, 5)
 
 
 def test_offline_imagenet_says_which_file_goes_where(tmp_path, monkeypatch):
@@ -164,7 +174,7 @@ def test_offline_imagenet_says_which_file_goes_where(tmp_path, monkeypatch):
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
     monkeypatch.setattr(file_utils, "urlretrieve", refuse)
-    params = EmbedParams(model="MobileNetV3Small", input_size=224, output="pooled")
+    params = embed_params(model="MobileNetV3Small", input_size=224, output="pooled")
     with pytest.raises(EmbedError) as info:
         load_model(params)
     message = str(info.value)
@@ -199,7 +209,7 @@ def test_koalarization_batch_is_gray_in_minus_one_one():
 def test_embed_shard_matches_the_model(tmp_path, tiny_keras):
     jpegs = _jpegs(7)
     tar = _tar(tmp_path / "shard.tar", jpegs)
-    params = EmbedParams(weights=str(tiny_keras), output="feat", input_size=32, batch_size=3)
+    params = embed_params(weights=str(tiny_keras), output="feat", input_size=32, batch_size=3)
     out = tmp_path / "out" / "shard.npy"
     assert embed_shard(tar, out, params) == 7
     got = np.load(out)
@@ -214,7 +224,7 @@ def test_embed_shard_matches_the_model(tmp_path, tiny_keras):
 def test_embed_shard_empty_tar(tmp_path):
     tar = _tar(tmp_path / "empty.tar", [])
     out = tmp_path / "empty.npy"
-    params = EmbedParams(**SMALL, output="pooled")
+    params = embed_params(**SMALL, output="pooled")
     assert embed_shard(tar, out, params, threads=2) == 0
     got = np.load(out)
     assert got.shape == (0, 576)

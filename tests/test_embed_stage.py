@@ -140,7 +140,7 @@ def _name_only():
 
 def test_koalarization_records_pair_lab_targets_with_embeddings(koalas):
     import tensorflow as tf
-    from imgprep.lab import lab_targets
+    from imgprep.kernels.lab import lab_targets
 
     folder = koalas / "results" / "records" / "koalarization"
     names = sorted(p.name for p in folder.glob("*lab_images_*.tfrecord"))  # its readers' globs

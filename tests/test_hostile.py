@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 from helpers import base_config, jpeg_bytes, make_tree
-from imgprep.config import ConfigError, validate_config
+from imgprep.config import ConfigError, section_config, validate_config
 from imgprep.files.tables import read_tsv
-from imgprep.imaging import ResizeParams
+from imgprep.files.tars import read_resized
 from imgprep.index import (
     ignored_path,
     scan,
@@ -30,9 +30,10 @@ from imgprep.index import (
     update_index,
     write_split_table,
 )
-from imgprep.resize import read_resized, resize_shard
+from imgprep.kernels.resize import ResizeParams
 from imgprep.sourcefile import ReadLimits, read_file
 from imgprep.sources.voc_boxes import parse_voc_xml, read_voc_boxes
+from imgprep.stages.resize import resize_shard
 from PIL import Image
 
 LAYOUT = {"train/a": 3, "train/b": 3, "validation/a": 2, "validation/b": 2}
@@ -79,7 +80,7 @@ def resize_one_shard(tmp_path, sources, limits=None, threads=1):
     out = tmp_path / "out"
     counts = resize_shard(
         sources,
-        ResizeParams.from_config({"size": 32}),
+        ResizeParams.from_config(section_config("resize", {"size": 32})),
         out / "s.tar",
         out / "s.meta.tsv",
         out / "s.rejects.tsv",

@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 from helpers import SAMPLE
-from imgprep.config import ConfigError, validate_config
-from imgprep.imaging import ResizeParams, resize_image
+from imgprep.config import ConfigError, section_config, validate_config
+from imgprep.kernels.resize import ResizeParams, resize_image
 from PIL import Image, ImageCms
 
 # Adobe RGB (1998): primaries adapted to the D50 connection space (as Adobe's own profile
@@ -117,7 +117,7 @@ SAME_SIZE = {"mode": "stretch", "size": 64, "quality": 100, "subsampling": "4:4:
 
 
 def params(**overrides) -> ResizeParams:
-    return ResizeParams.from_config({**SAME_SIZE, **overrides})
+    return ResizeParams.from_config(section_config("resize", {**SAME_SIZE, **overrides}))
 
 
 def test_the_test_profile_is_adobe_rgb_to_littlecms():
@@ -203,7 +203,7 @@ def test_keep_stores_only_clean_jpegs():
 
 def test_the_icc_key_is_checked():
     with pytest.raises(ValueError, match="resize.icc"):
-        ResizeParams.from_config({"icc": "keep"})
+        ResizeParams.from_config({**section_config("resize"), "icc": "keep"})
     config = {"source": {"root": str(SAMPLE)}}
     with pytest.raises(ConfigError, match="'resize.icc'"):
         validate_config({**config, "resize": {"icc": "drop"}})

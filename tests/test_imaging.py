@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
 import pytest
 import simplejpeg
-from imgprep import imaging
-from imgprep.imaging import RejectedImage, ResizeParams, resize_image
+from imgprep.config import section_config
+from imgprep.kernels import resample
+from imgprep.kernels.resize import RejectedImage, ResizeParams, resize_image
 from PIL import Image, ImageOps
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -64,7 +66,8 @@ def texture(size=(500, 375), seed=0) -> Image.Image:
 
 
 def params(**overrides) -> ResizeParams:
-    return ResizeParams(**overrides)
+    """The schema's defaults with ``overrides`` (ResizeParams field names)."""
+    return dataclasses.replace(ResizeParams.from_config(section_config("resize")), **overrides)
 
 
 def run(data: bytes, **overrides):
@@ -93,11 +96,22 @@ def mean_color(pixels: np.ndarray) -> np.ndarray:
 
 
 def test_from_config_defaults_and_sizes():
-    assert ResizeParams.from_config({}) == ResizeParams()
-    assert ResizeParams.from_config(None) == ResizeParams()
-    p = ResizeParams.from_config({"size": [320, 240], "fill": [1, 2, 3], "mode": "pad"})
+    defaults = ResizeParams.from_config(section_config("resize"))
+    assert (defaults.mode, defaults.width, defaults.height) == ("center-crop", 256, 256)
+    assert (defaults.filter, defaults.quality, defaults.fill) == ("bicubic", 90, (0, 0, 0))
+    p = ResizeParams.from_config(
+        section_config("resize", {"size": [320, 240], "fill": [1, 2, 3], "mode": "pad"})
+    )
     assert (p.width, p.height, p.fill, p.mode) == (320, 240, (1, 2, 3), "pad")
-    assert ResizeParams.from_config({"size": 128}).width == 128
+    assert ResizeParams.from_config(section_config("resize", {"size": 128})).width == 128
+
+
+def test_from_config_wants_the_validated_mapping():
+    """Defaults are the schema's alone: a partial mapping is refused, naming the key."""
+    partial = section_config("resize")
+    del partial["icc"]
+    with pytest.raises(ValueError, match=r"resize\.icc: missing"):
+        ResizeParams.from_config(partial)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +136,7 @@ def test_from_config_defaults_and_sizes():
 )
 def test_from_config_names_the_bad_key(cfg, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        ResizeParams.from_config(cfg)
+        ResizeParams.from_config({**section_config("resize"), **cfg})
 
 
 # -- output sizes ---------------------------------------------------------------------
@@ -265,7 +279,7 @@ def test_small_images_are_not_upscaled_and_keep_their_pixels():
     assert np.abs(decode(result.data) - expected).mean() < 1.5
 
 
-@pytest.mark.parametrize("filter_name", imaging.FILTERS)
+@pytest.mark.parametrize("filter_name", resample.FILTERS)
 def test_filters_match_pillow(filter_name):
     """Same kernels as Pillow: the difference is JPEG noise, not resampling."""
     picture = texture((500, 375), seed=1)
@@ -333,13 +347,13 @@ def test_blocking_does_not_change_the_bytes(monkeypatch):
     data = encode(texture((640, 480), seed=11))
     outputs = set()
     for size in (None, 2, 5, 32):
-        for cached in (imaging._rows_band, imaging._cols_band):
+        for cached in (resample._rows_band, resample._cols_band):
             cached.cache_clear()
         if size is not None:
-            monkeypatch.setattr(imaging, "_pick_block", lambda *args, size=size: size)
+            monkeypatch.setattr(resample, "_pick_block", lambda *args, size=size: size)
         for overrides in ({}, {"colorspace": "gray", "gray_matrix": "rec709"}, {"mode": "pad"}):
             outputs.add((str(overrides), run(data, **overrides).data))
-    for cached in (imaging._rows_band, imaging._cols_band):
+    for cached in (resample._rows_band, resample._cols_band):
         cached.cache_clear()
     assert len(outputs) == 3
 
@@ -663,7 +677,7 @@ def test_unexpected_decoder_errors_become_rejections(monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("decoder fell over")
 
-    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", explode)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", explode)
     with pytest.raises(RejectedImage) as caught:
         resize_image(_jpeg(), params())
     assert "RuntimeError" in caught.value.reason
@@ -676,14 +690,14 @@ def test_unexpected_decoder_errors_become_rejections(monkeypatch):
 def decoded_shapes(monkeypatch):
     """Record the shape of every array simplejpeg decodes."""
     shapes = []
-    original = imaging.simplejpeg.decode_jpeg
+    original = simplejpeg.decode_jpeg
 
     def spy(*args, **kwargs):
         pixels = original(*args, **kwargs)
         shapes.append(pixels.shape[:2])
         return pixels
 
-    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", spy)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
     return shapes
 
 

@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from imgprep.formats import FORMATS, get_format  # noqa: E402
 from imgprep.formats.koalarization import slim_logits  # noqa: E402
-from imgprep.lab import lab_targets  # noqa: E402
+from imgprep.kernels.lab import lab_targets  # noqa: E402
 from imgprep.stages.verify import VerificationError, verify_shards  # noqa: E402
 
 SIZE = 224  # what Koalarization's LabImageRecordReader declares

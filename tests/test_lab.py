@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 import pytest
-from imgprep.lab import lab_targets, srgb_to_lab
+from imgprep.kernels.lab import lab_targets, srgb_to_lab
 from PIL import Image
 
 REFERENCE = [

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 from helpers import SAMPLE
-from imgprep.ravel import (
+from imgprep.config import section_config
+from imgprep.kernels.stringart import (
+    DEFAULT_FRAME,
+    DEFAULT_LINES,
+    DEFAULT_PINS,
+    DEFAULT_WEIGHT,
     adjacency_indices,
     kernel_tables,
     line_tables,
@@ -19,6 +25,7 @@ from imgprep.ravel import (
     render_svg,
     thread_weights,
 )
+from imgprep.stages.ravel import RavelParams
 from PIL import Image
 
 # (pins, lines, res, weight, frame)
@@ -176,3 +183,26 @@ def test_render_png_and_svg():
     assert svg.get("width") == "300" and svg.get("height") == "300"
     line = svg.find("{http://www.w3.org/2000/svg}polyline")
     assert len(line.get("points").split()) == len(path)
+
+
+# -- parameters -------------------------------------------------------------------------
+
+
+def test_the_kernels_defaults_are_the_schemas():
+    """The kernel's keyword defaults (Tangler's raveler) are the config schema's, so a
+    plain ravel() call and a workflow without a ravel: mapping give the same pins."""
+    defaults = section_config("ravel")
+    assert (defaults["pins"], defaults["lines"]) == (DEFAULT_PINS, DEFAULT_LINES)
+    assert (defaults["weight"], defaults["frame"]) == (DEFAULT_WEIGHT, DEFAULT_FRAME)
+    assert inspect.signature(ravel).parameters["oversample"].default == defaults["oversample"]
+
+
+def test_ravel_params_come_from_the_validated_mapping():
+    params = RavelParams.from_config(section_config("ravel", {"pins": 32}))
+    assert (params.pins, params.lines, params.oversample) == (32, 6000, 1)
+    partial = section_config("ravel")
+    del partial["frame"]
+    with pytest.raises(ValueError, match=r"ravel\.frame: missing"):
+        RavelParams.from_config(partial)
+    with pytest.raises(ValueError, match=r"ravel\.thread: unknown"):
+        RavelParams.from_config({**section_config("ravel"), "thread": 1})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import REPO, base_config
 from imgprep.config import ConfigError, validate_config
-from imgprep.ravel import adjacency_indices, ravel
+from imgprep.kernels.stringart import adjacency_indices, ravel
 from test_workflow import new_workdir, outstanding, snakemake, write_config
 
 RAVEL = {"pins": 32, "lines": 100}

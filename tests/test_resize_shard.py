@@ -7,10 +7,18 @@ import tarfile
 
 import numpy as np
 import pytest
-from imgprep import resize as resize_module
-from imgprep.imaging import ResizeParams
-from imgprep.resize import META_COLUMNS, REJECT_COLUMNS, read_resized, resize_shard
+from imgprep.config import section_config
+from imgprep.files.tables import META_COLUMNS, REJECT_COLUMNS
+from imgprep.files.tars import read_resized
+from imgprep.kernels.resize import ResizeParams
+from imgprep.stages import resize as resize_module
+from imgprep.stages.resize import resize_shard
 from PIL import Image
+
+
+def resize_params(**values) -> ResizeParams:
+    """ResizeParams from the schema's defaults and ``values`` (config keys)."""
+    return ResizeParams.from_config(section_config("resize", values))
 
 
 def _jpeg(seed: int, size=(320, 240), mode="RGB", **options) -> bytes:
@@ -62,7 +70,7 @@ def _table(path) -> list[list[str]]:
 def test_every_position_is_either_stored_or_rejected(shard, tmp_path):
     paths, expected = shard
     tar, meta, rejects = _outputs(tmp_path / "out", "s")
-    counts = resize_shard(paths, ResizeParams(), tar, meta, rejects, threads=1)
+    counts = resize_shard(paths, resize_params(), tar, meta, rejects, threads=1)
 
     good = [p for p, outcome in expected.items() if outcome == "ok"]
     bad = [p for p, outcome in expected.items() if outcome != "ok"]
@@ -92,7 +100,7 @@ def test_every_position_is_either_stored_or_rejected(shard, tmp_path):
 def test_metadata_matches_the_stored_jpegs(shard, tmp_path):
     paths, _ = shard
     tar, meta, rejects = _outputs(tmp_path, "s")
-    resize_shard(paths, ResizeParams(), tar, meta, rejects)
+    resize_shard(paths, resize_params(), tar, meta, rejects)
     rows = _table(meta)
     header, rows = rows[0], [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
     assert len(header) == len(META_COLUMNS)
@@ -116,7 +124,7 @@ def test_metadata_matches_the_stored_jpegs(shard, tmp_path):
 
 @pytest.mark.parametrize(
     "params",
-    [ResizeParams(), ResizeParams(mode="pad", colorspace="gray", fill=(9, 8, 7))],
+    [resize_params(), resize_params(mode="pad", colorspace="gray", fill=[9, 8, 7])],
 )
 def test_outputs_are_byte_identical_whatever_the_threads(shard, tmp_path, params):
     paths, _ = shard
@@ -141,7 +149,7 @@ def test_rerun_gives_the_same_bytes(shard, tmp_path):
 
 def _write(paths, directory, tag):
     outputs = _outputs(directory, tag)
-    resize_shard(paths, ResizeParams(), *outputs)
+    resize_shard(paths, resize_params(), *outputs)
     return outputs
 
 
@@ -164,13 +172,13 @@ def test_a_failure_midway_leaves_nothing_behind(shard, tmp_path, monkeypatch):
 
     monkeypatch.setattr(resize_module, "_process", fail_at_four)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        resize_shard(paths, ResizeParams(), *_outputs(out, "s"), threads=1)
+        resize_shard(paths, resize_params(), *_outputs(out, "s"), threads=1)
     assert list(out.iterdir()) == []
 
 
 def test_empty_shard(tmp_path):
     tar, meta, rejects = _outputs(tmp_path, "empty")
-    assert resize_shard([], ResizeParams(), tar, meta, rejects, threads=4) == (0, 0)
+    assert resize_shard([], resize_params(), tar, meta, rejects, threads=4) == (0, 0)
     assert _table(meta) == [list(META_COLUMNS)]
     assert _table(rejects) == [list(REJECT_COLUMNS)]
     assert list(read_resized(tar)) == []
@@ -197,7 +205,7 @@ def test_shard_order_is_the_callers(tmp_path):
         path.write_bytes(_jpeg(i, size))
         paths.append(str(path))
     tar, meta, rejects = _outputs(tmp_path, "s")
-    resize_shard(paths, ResizeParams(mode="keep"), tar, meta, rejects, threads=2)
+    resize_shard(paths, resize_params(mode="keep"), tar, meta, rejects, threads=2)
     rows = _table(meta)[1:]
     assert [int(row[0]) for row in rows] == list(range(len(sizes)))
     assert [(int(row[1]), int(row[2])) for row in rows] == sizes

@@ -36,10 +36,10 @@ pytest.importorskip("snakemake_storage_plugin_s3")
 import boto3  # noqa: E402
 from imgprep import s3  # noqa: E402
 from imgprep.config import ConfigError, validate_config  # noqa: E402
-from imgprep.imaging import ResizeParams  # noqa: E402
 from imgprep.index import scan, update_index  # noqa: E402
+from imgprep.kernels.resize import ResizeParams  # noqa: E402
 from imgprep.publish import StorageTarget, publish_index  # noqa: E402
-from imgprep.resize import resize_shard  # noqa: E402
+from imgprep.stages.resize import resize_shard  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]

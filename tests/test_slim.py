@@ -16,8 +16,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from imgprep import embed, slim  # noqa: E402
-from imgprep.embed import EmbedError, EmbedParams, load_model  # noqa: E402
+from imgprep import slim  # noqa: E402
+from imgprep.config import section_config  # noqa: E402
+from imgprep.stages import embed  # noqa: E402
+from imgprep.stages.embed import EmbedError, EmbedParams, load_model  # noqa: E402
+
+
+def embed_params(**values) -> EmbedParams:
+    """EmbedParams from the schema's defaults and ``values`` (config keys)."""
+    return EmbedParams.from_config(section_config("embed", values))
+
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -195,7 +203,7 @@ def test_checkpoint_files(checkpoints, tmp_path):
 
 
 def test_v1_checkpoint_gives_the_models_own_1001_logits(checkpoints):
-    params = EmbedParams(weights=str(checkpoints["v1"]), input_size=SIZE, batch_size=3)
+    params = embed_params(weights=str(checkpoints["v1"]), input_size=SIZE, batch_size=3)
     model = load_model(params)
     assert model.output_shape == (None, 1001)
     got = np.asarray(model.predict_on_batch(checkpoints["batch"]))
@@ -203,7 +211,7 @@ def test_v1_checkpoint_gives_the_models_own_1001_logits(checkpoints):
 
 
 def test_v2_checkpoint_pooled_features(checkpoints):
-    params = EmbedParams(weights=str(checkpoints["v2"]), input_size=SIZE, output="pooled")
+    params = embed_params(weights=str(checkpoints["v2"]), input_size=SIZE, output="pooled")
     model = load_model(params)
     assert model.output_shape == (None, 1536)
     got = np.asarray(model.predict_on_batch(checkpoints["batch"]))
@@ -216,6 +224,8 @@ def test_a_checkpoint_missing_variables_is_refused(checkpoints, tmp_path):
     path = tmp_path / "partial.ckpt"
     save_v1(path, tensors)
     with pytest.raises(EmbedError, match="lacks 1 variable.*block17_3/Branch_0"):
-        load_model(EmbedParams(weights=str(path), input_size=SIZE))
+        load_model(embed_params(weights=str(path), input_size=SIZE))
     with pytest.raises(ValueError, match="model must be InceptionResNetV2"):
-        EmbedParams.from_config({"weights": str(path), "model": "InceptionV3"})
+        EmbedParams.from_config(
+            {**section_config("embed"), "weights": str(path), "model": "InceptionV3"}
+        )

@@ -9,10 +9,10 @@ from test_verify import rewrite
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
+from imgprep.files.tfrecord import serialize_tensor_uint8  # noqa: E402
 from imgprep.formats import FORMATS, get_format  # noqa: E402
-from imgprep.ravel import adjacency_indices, ravel  # noqa: E402
+from imgprep.kernels.stringart import adjacency_indices, ravel  # noqa: E402
 from imgprep.stages.verify import VerificationError, verify_shards  # noqa: E402
-from imgprep.tfrecord import serialize_tensor_uint8  # noqa: E402
 
 PINS = 16
 LINES = 20

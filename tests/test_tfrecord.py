@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
-from imgprep.tfrecord import (  # noqa: E402
+from imgprep.files.tfrecord import (  # noqa: E402
     TFRecordWriter,
     bytes_feature,
     encode_example,
@@ -220,7 +220,7 @@ def test_truncated_plain_file(tmp_path):
 
 
 def test_compression_names_from_config_and_tensorflow_agree():
-    from imgprep.tfrecord import normalize_compression
+    from imgprep.files.tfrecord import normalize_compression
 
     assert [normalize_compression(c) for c in (None, "", "none", "NONE")] == [""] * 4
     assert normalize_compression("gzip") == normalize_compression("GZIP") == "GZIP"

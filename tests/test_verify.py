@@ -6,8 +6,8 @@ from test_records import make_inputs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
+from imgprep.files.tfrecord import TFRecordWriter, iter_records  # noqa: E402
 from imgprep.stages.verify import VerificationError, verify_shards  # noqa: E402
-from imgprep.tfrecord import TFRecordWriter, iter_records  # noqa: E402
 
 
 def build(tmp_path, schema="imagenet", label_base=0, compression=None):
@@ -225,7 +225,7 @@ def test_recorded_sha256_catches_a_valid_rewrite_and_full_ignores_the_cache(tmp_
 
 
 def test_record_index_is_checked(tmp_path):
-    from imgprep.tfrecord import record_index
+    from imgprep.files.tfrecord import record_index
 
     inputs = make_inputs(tmp_path / "in")
     out = tmp_path / "train-00000-of-00001"

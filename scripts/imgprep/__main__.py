@@ -36,14 +36,21 @@ def _raw_square(data: bytes) -> np.ndarray:
 
 
 def ravel_command(args) -> int:
-    from imgprep.ravel import ravel, render_png, render_svg
+    from imgprep.kernels.stringart import ravel, render_png, render_svg
 
     if args.file == "-":
         image = _raw_square(sys.stdin.buffer.read())
     else:
         with open(args.file, "rb") as handle:
             image = _square_gray(handle.read(), args.res)
-    path = ravel(image, pins=args.pins, lines=args.lines, weight=args.weight, frame=args.frame)
+    path = ravel(
+        image,
+        pins=args.pins,
+        lines=args.lines,
+        weight=args.weight,
+        frame=args.frame,
+        oversample=args.oversample,
+    )
     pins_out = args.pins_out
     if pins_out is None and not (args.svg or args.png):
         pins_out = "-"  # nothing else asked for: the pins are the answer
@@ -56,13 +63,16 @@ def ravel_command(args) -> int:
         with open(args.svg, "w") as handle:
             handle.write(render_svg(path, args.pins))
     if args.png:
-        png = render_png(path, args.pins, image.shape[0], args.weight, args.frame)
+        png = render_png(path, args.pins, image.shape[0], args.weight, args.frame, args.oversample)
         with open(args.png, "wb") as handle:
             handle.write(png)
     return 0
 
 
 def main(argv=None) -> int:
+    from imgprep.config import section_config
+
+    defaults = section_config("ravel")  # the schema's, as a workflow's ravel: gets them
     parser = argparse.ArgumentParser(prog="python -m imgprep", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     rav = commands.add_parser(
@@ -72,10 +82,20 @@ def main(argv=None) -> int:
         "--png: only the files, unless --pins-out says where the pins go).",
     )
     rav.add_argument("file", help="an image file, or - for raw square 8-bit gray bytes on stdin")
-    rav.add_argument("--pins", type=int, default=256, help="pins on the circle (k)")
-    rav.add_argument("--lines", type=int, default=6000, help="thread segments (N)")
-    rav.add_argument("--weight", type=float, default=100e-6, help="thread width, metres")
-    rav.add_argument("--frame", type=float, default=0.622, help="frame diameter, metres")
+    rav.add_argument("--pins", type=int, default=defaults["pins"], help="pins on the circle (k)")
+    rav.add_argument("--lines", type=int, default=defaults["lines"], help="thread segments (N)")
+    rav.add_argument(
+        "--weight", type=float, default=defaults["weight"], help="thread width, metres"
+    )
+    rav.add_argument(
+        "--frame", type=float, default=defaults["frame"], help="frame diameter, metres"
+    )
+    rav.add_argument(
+        "--oversample",
+        type=int,
+        default=defaults["oversample"],
+        help="thread weight divisor (ravel.oversample)",
+    )
     rav.add_argument("--res", type=int, default=256, help="side an image file is resized to")
     rav.add_argument("--svg", help="also write the string art as SVG here")
     rav.add_argument("--png", help="also write the string art as PNG here")

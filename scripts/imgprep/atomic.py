@@ -92,18 +92,3 @@ def write_bytes_if_changed(path, data: bytes) -> bool:
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return True
-
-
-def reproducible_tar_info(name: str, size: int):
-    """A tar member header with nothing from the machine or the clock in it, so the same
-    members give byte-identical tars anywhere."""
-    import tarfile
-
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info

@@ -165,7 +165,7 @@ def _clamped(x1, y1, x2, y2, lo_x=0.0, lo_y=0.0, hi_x=1.0, hi_y=1.0) -> Box | No
 class BoxGeometry:
     """How the resize stage cut one output image from its source.
 
-    The fields are the meta TSV's columns of the same names (imgprep.resize.META_COLUMNS):
+    The fields are the meta TSV's columns of the same names (imgprep.files.tables.META_COLUMNS):
     the stored source size (before EXIF orientation), the orientation applied, the
     region of the *oriented* source used (float pixels), where the content sits on the
     canvas, and the canvas (output) size. Build one with keywords, ``from_meta`` (a TSV
@@ -225,7 +225,7 @@ class BoxGeometry:
 
     @classmethod
     def from_resized(cls, image) -> BoxGeometry:
-        """From resize_image's result (an imgprep.imaging.ResizedImage)."""
+        """From resize_image's result (an imgprep.kernels.resize.ResizedImage)."""
         left, top, content_width, content_height = image.pad
         return cls(
             image.source_width,
@@ -291,7 +291,7 @@ def transform_boxes(boxes: Iterable, geometry: BoxGeometry | Mapping) -> list[Bo
 
 
 def _orient_box(x1, y1, x2, y2, width, height, orientation):
-    """A box in stored pixels -> in oriented pixels, as imaging._orient moves pixels.
+    """A box in stored pixels -> in oriented pixels, as imgprep.kernels.decode.orient moves pixels.
 
     Same steps in the same order: transpose (5..8), then mirror the columns (2, 3, 6,
     7), then the rows (3, 4, 7, 8), each on the already transposed plane.

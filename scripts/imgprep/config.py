@@ -57,24 +57,47 @@ def validate_config(config: dict) -> dict:
     """Return a validated copy of ``config`` with defaults filled in, or raise ConfigError."""
     schema = load_schema()
     config = copy.deepcopy(dict(config))
-    errors = sorted(_validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for error in errors[:10]:
-            path = list(error.absolute_path)
-            if error.validator == "additionalProperties" and "properties" in error.schema:
-                unknown = sorted(set(error.instance) - set(error.schema["properties"]))
-                for name in unknown:
-                    allowed = ", ".join(sorted(error.schema["properties"]))
-                    lines.append(
-                        f"config key '{_key(path + [name])}' is unknown (allowed: {allowed})"
-                    )
-                continue
-            lines.append(f"config key '{_key(path)}': {error.message}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _check_schema(schema, config)
     _fill_defaults(schema, config)
     _check_semantics(config)
     return config
+
+
+def section_config(section: str, values: dict | None = None) -> dict:
+    """One top-level mapping (``resize``, ``ravel``, ``embed``) checked against its part of
+    the schema, the schema's defaults filled in.
+
+    What a stage's parameters are built from where there is no whole config (tests,
+    benchmarks, the command line), so the defaults stay stated once, in the schema.
+    Checks only the schema: the rules across sections are validate_config's.
+    """
+    schema = load_schema()
+    if section not in schema["properties"]:
+        known = ", ".join(sorted(schema["properties"]))
+        raise ConfigError(f"config key '{section}' is unknown (allowed: {known})")
+    partial = {**schema, "required": [], "properties": {section: schema["properties"][section]}}
+    config = {section: copy.deepcopy(dict(values or {}))}
+    _check_schema(partial, config)
+    _fill_defaults(partial, config)
+    return config[section]
+
+
+def _check_schema(schema: dict, config: dict) -> None:
+    """Raise ConfigError naming every key (the first ten) the schema refuses."""
+    errors = sorted(_validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    lines = []
+    for error in errors[:10]:
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties" and "properties" in error.schema:
+            unknown = sorted(set(error.instance) - set(error.schema["properties"]))
+            for name in unknown:
+                allowed = ", ".join(sorted(error.schema["properties"]))
+                lines.append(f"config key '{_key(path + [name])}' is unknown (allowed: {allowed})")
+            continue
+        lines.append(f"config key '{_key(path)}': {error.message}")
+    raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 
 
 def _check_semantics(config: dict) -> None:

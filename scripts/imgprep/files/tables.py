@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # index/<split>/<shard>.tsv: one source image per line, in shard order.
 INDEX_COLUMNS = ("path", "class", "size", "mtime_ns", "offset", "boxes")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from imgprep.files.tfrecord import Feature, bytes_feature, float_feature, int64_feature
 from imgprep.formats.base import COLORSPACE_CHANNELS, Sample, check_square_resize
 from imgprep.formats.tfrecords import (
     CLASS_KEY,
@@ -17,7 +18,6 @@ from imgprep.formats.tfrecords import (
     tfds_tensor,
     tfds_text,
 )
-from imgprep.tfrecord import Feature, bytes_feature, float_feature, int64_feature
 
 __all__ = ["DescribedImageFormat"]
 

@@ -7,12 +7,12 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from imgprep.files.tfrecord import Feature
 from imgprep.formats.base import Sample
 from imgprep.formats.described import DescribedImageFormat
 from imgprep.formats.imagenet import SPLIT_INDEX_OF_TOTAL, split_index_of_total
 from imgprep.formats.jpeg import jpeg_header
 from imgprep.formats.tfrecords import tfds_tensor
-from imgprep.tfrecord import Feature
 
 __all__ = ["FORMAT"]
 

@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from imgprep.files.tfrecord import Feature, float_feature, int64_feature
 from imgprep.formats.base import Sample
 from imgprep.formats.described import DescribedImageFormat
 from imgprep.formats.jpeg import jpeg_header
 from imgprep.formats.tfrecords import tfds_image, tfds_tensor
-from imgprep.tfrecord import Feature, float_feature, int64_feature
 
 __all__ = ["FORMAT"]
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from imgprep.errors import ConfigError
+from imgprep.files.tfrecord import Feature, bytes_feature, float_feature
 from imgprep.formats.base import Sample, count_names, same_everywhere
 from imgprep.formats.jpeg import jpeg_header
 from imgprep.formats.tfrecords import TFRecordFormat, tfds_tensor, tfds_text
-from imgprep.tfrecord import Feature, bytes_feature, float_feature
 
 __all__ = ["EMBEDDING", "FORMAT", "LAB_SIZE", "slim_logits"]
 
@@ -136,7 +136,7 @@ class KoalarizationFormat(TFRecordFormat):
     def features(self, sample: Sample, label: int) -> dict[str, Feature]:
         """image_l is 2L/100 - 1 and image_ab is ab/127, both flattened row-major (HW,
         HWC) at 224 x 224; image_embedding holds 1001 logits in slim's order."""
-        from imgprep.lab import lab_targets  # colour conversion: only for this format
+        from imgprep.kernels.lab import lab_targets  # colour conversion: only for this format
 
         jpeg_header(sample)
         if sample.embedding is None:

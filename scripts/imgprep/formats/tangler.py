@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from imgprep.files.tfrecord import Feature, bytes_feature, int64_feature, serialize_tensor_uint8
 from imgprep.formats.base import (
     Sample,
     check_square_resize,
@@ -15,7 +16,6 @@ from imgprep.formats.base import (
 )
 from imgprep.formats.jpeg import jpeg_header
 from imgprep.formats.tfrecords import TFRecordFormat, tfds_image, tfds_int64, tfds_tensor, tfds_text
-from imgprep.tfrecord import Feature, bytes_feature, int64_feature, serialize_tensor_uint8
 
 __all__ = ["FORMAT", "TANGLER_VERSION"]
 
@@ -44,7 +44,7 @@ class TanglerFormat(TFRecordFormat):
         check_square_resize(config["resize"], self.name, "gray")
 
     def features(self, sample: Sample, label: int) -> dict[str, Feature]:
-        from imgprep.ravel import adjacency_indices  # numba: only for this format
+        from imgprep.kernels.stringart import adjacency_indices  # numba: only for this format
 
         jpeg_header(sample)
         if sample.channels != 1 or sample.width != sample.height:
@@ -103,7 +103,7 @@ class TanglerFormat(TFRecordFormat):
 
     def check_batch(self, batch: dict, first: int, expected, problems, seen) -> None:
         """Image shape and target consistency; no labels to check."""
-        from imgprep.ravel import adjacency_indices  # numba: only for this format
+        from imgprep.kernels.stringart import adjacency_indices  # numba: only for this format
 
         for i, where in count_names(batch, first, expected, seen):
             version, res = int(batch["version"][i]), int(batch["res"][i])

@@ -1,6 +1,6 @@
 """The TFRecord container that imagenet, dlbs, tangler and koalarization share.
 
-Writing goes through imgprep.tfrecord (no TensorFlow: it runs once per shard); reading
+Writing goes through imgprep.files.tfrecord (no TensorFlow: it runs once per shard); reading
 back goes through tf.data with the format's own parser, so that the real consumer's
 parser and JPEG decoder get the last word. Uncompressed shards get a DALI / ``tfrecord``
 index file and, in the format's folder, the TFDS metadata that
@@ -27,8 +27,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from imgprep.files.labels import read_labels
+from imgprep.files.tfrecord import Feature, TFRecordWriter, encode_example, normalize_compression
 from imgprep.formats.base import MetadataInputs, RecordFormat, Sample, UnreadableShard
-from imgprep.tfrecord import Feature, TFRecordWriter, encode_example, normalize_compression
 
 __all__ = ["LABELS_FILE", "TFRecordFormat", "tensorflow"]
 

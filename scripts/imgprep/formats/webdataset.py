@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgprep.atomic import atomic_write, reproducible_tar_info
+from imgprep.atomic import atomic_write
+from imgprep.files.tars import reproducible_tar_info
 from imgprep.formats.base import (
     MetadataInputs,
     RecordFormat,

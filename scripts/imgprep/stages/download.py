@@ -25,8 +25,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from imgprep.atomic import atomic_write, reproducible_tar_info
+from imgprep.atomic import atomic_write
 from imgprep.files.tables import STATUS_COLUMNS, TEXT, clean
+from imgprep.files.tars import reproducible_tar_info
 from imgprep.http import Connections, fetch, is_refusal, short_error
 
 __all__ = ["DownloadParams", "cache_paths", "download_shard", "read_downloads"]

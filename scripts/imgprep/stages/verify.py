@@ -21,9 +21,9 @@ from pathlib import Path
 from imgprep.atomic import atomic_write
 from imgprep.files.labels import read_labels
 from imgprep.files.tables import read_tsv
+from imgprep.files.tfrecord import normalize_compression, record_index
 from imgprep.formats import get_format
 from imgprep.formats.base import RecordFormat, UnreadableShard
-from imgprep.tfrecord import normalize_compression, record_index
 
 __all__ = ["VerificationError", "forget_failed", "read_recorded_sha256", "verify_shards"]
 

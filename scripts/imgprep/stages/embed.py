@@ -1,6 +1,6 @@
 """Image embeddings of a resized shard, as in Deep Koalarization: a classifier's output.
 
-Each JPEG of a shard tar (see :mod:`imgprep.resize`) is turned into the grayscale input
+Each JPEG of a shard tar (see :mod:`imgprep.stages.resize`) is turned into the grayscale input
 Koalarization feeds its Inception-ResNet-v2 (gray, three equal channels, scaled to
 [-1, 1]) and run through a ``keras.applications`` model; the shard's embeddings are
 written as one float32 ``.npy`` array ``[n, D]`` in position order.
@@ -25,7 +25,7 @@ from PIL import Image
 
 from imgprep import slim
 from imgprep.atomic import atomic_write
-from imgprep.resize import read_resized
+from imgprep.files.tars import read_resized
 
 __all__ = [
     "EmbedError",
@@ -36,6 +36,8 @@ __all__ = [
     "load_model",
 ]
 
+# the embed: keys that records read (Lab target size, whether records store the embedding)
+_RECORDS_KEYS = ("lab_size", "in_records")
 _COMMON = ("InceptionResNetV2", "InceptionV3", "ResNet50", "MobileNetV2", "EfficientNetB0")
 
 
@@ -53,23 +55,33 @@ class EmbedParams:
     :mod:`imgprep.slim`), or None for a random initialisation drawn from ``seed``.
     ``output``: "logits" (the pre-softmax last layer, Koalarization's embedding),
     "pooled" (global average pooling of the last feature map) or the name of a layer.
+
+    No defaults here: they are the schema's (``from_config`` of the validated config, or
+    of ``imgprep.config.section_config("embed", ...)``).
     """
 
-    model: str = "InceptionResNetV2"
-    weights: str | None = "imagenet"
-    output: str = "logits"
-    input_size: int = 299
-    batch_size: int = 32
-    seed: int = 0
+    model: str
+    weights: str | None
+    output: str
+    input_size: int
+    batch_size: int
+    seed: int
 
     @classmethod
     def from_config(cls, cfg: dict) -> EmbedParams:
-        cfg = dict(cfg or {})
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - names)
+        """Build from the validated config's ``embed:`` mapping (every key present; the
+        records' keys ``lab_size`` and ``in_records`` do not change the embeddings)."""
+        names = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(cfg) - set(names) - set(_RECORDS_KEYS))
         if unknown:
             raise ValueError(f"embed: unknown key(s) {unknown}; known: {sorted(names)}")
-        params = cls(**cfg)
+        missing = [key for key in names if key not in cfg]
+        if missing:
+            raise ValueError(
+                f"embed.{missing[0]}: missing; build from the validated config, which holds "
+                "the schema's defaults (imgprep.config.section_config for this part alone)"
+            )
+        params = cls(**{key: cfg[key] for key in names})
         params.validate()
         return params
 

@@ -8,47 +8,16 @@ byte-identical files (what lets Snakemake and a verifier trust a rerun).
 from __future__ import annotations
 
 import contextlib
-import io
 import multiprocessing
-import tarfile
-from collections.abc import Iterator
 
-from imgprep.atomic import atomic_write, reproducible_tar_info
-from imgprep.imaging import RejectedImage, ResizedImage, ResizeParams, resize_image
+from imgprep.atomic import atomic_write
+from imgprep.files.tables import META_COLUMNS, REJECT_COLUMNS, TEXT, clean, member_name
+from imgprep.files.tars import add_member, open_tar_writer
+from imgprep.kernels.resize import RejectedImage, ResizedImage, ResizeParams, resize_image
 from imgprep.s3 import is_s3_url, read_object
 from imgprep.sourcefile import ReadLimits, UnsafeSourceError, check_size, read_file
 
-__all__ = ["META_COLUMNS", "REJECT_COLUMNS", "member_name", "read_resized", "resize_shard"]
-
-META_COLUMNS = (
-    "position",
-    "width",
-    "height",
-    "channels",
-    "colorspace",
-    "source_format",
-    "source_mode",
-    "source_width",
-    "source_height",
-    "orientation",
-    "crop_x0",
-    "crop_y0",
-    "crop_x1",
-    "crop_y1",
-    "pad_left",
-    "pad_top",
-    "content_width",
-    "content_height",
-    "kept",
-    "nbytes",
-    "icc",
-)
-REJECT_COLUMNS = ("position", "path", "reason")
-_TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": "\n"}
-
-
-def member_name(position: int) -> str:
-    return f"{position:06d}.jpg"
+__all__ = ["read_source_bytes", "resize_shard"]
 
 
 def resize_shard(
@@ -80,35 +49,20 @@ def resize_shard(
     resized = rejected = 0
     with contextlib.ExitStack() as stack:
         tar_file = stack.enter_context(atomic_write(tar_path, "wb"))
-        meta = stack.enter_context(atomic_write(meta_path, "w", **_TEXT))
-        rejects = stack.enter_context(atomic_write(rejects_path, "w", **_TEXT))
-        # USTAR: the oldest format every reader knows, and no per-file timestamps
-        tar = stack.enter_context(
-            tarfile.open(fileobj=tar_file, mode="w", format=tarfile.USTAR_FORMAT)
-        )
+        meta = stack.enter_context(atomic_write(meta_path, "w", **TEXT))
+        rejects = stack.enter_context(atomic_write(rejects_path, "w", **TEXT))
+        tar = stack.enter_context(open_tar_writer(tar_file))
         meta.write("\t".join(META_COLUMNS) + "\n")
         rejects.write("\t".join(REJECT_COLUMNS) + "\n")
         for position, image, reason in _results(items, params, threads, limits or ReadLimits()):
             if image is None:
-                rejects.write(f"{position}\t{_clean(paths[position])}\t{_clean(reason)}\n")
+                rejects.write(f"{position}\t{clean(paths[position])}\t{clean(reason)}\n")
                 rejected += 1
                 continue
-            tar.addfile(_tar_info(position, len(image.data)), io.BytesIO(image.data))
+            add_member(tar, member_name(position), image.data)
             meta.write("\t".join(_meta_row(position, image)) + "\n")
             resized += 1
     return resized, rejected
-
-
-def read_resized(tar_path) -> Iterator[tuple[int, bytes]]:
-    """Yield (position, JPEG bytes) from a tar written by resize_shard, in tar order."""
-    with tarfile.open(tar_path, mode="r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            stem = member.name.removeprefix("./").removesuffix(".jpg")
-            if not stem.isdigit():
-                raise ValueError(f"{tar_path}: unexpected member {member.name!r}")
-            yield int(stem), tar.extractfile(member).read()
 
 
 # -- the work of one image --------------------------------------------------------------
@@ -193,10 +147,6 @@ def _results(items: list[tuple], params: ResizeParams, threads: int, limits: Rea
 # -- output formats ---------------------------------------------------------------------
 
 
-def _tar_info(position: int, size: int) -> tarfile.TarInfo:
-    return reproducible_tar_info(member_name(position), size)
-
-
 def _meta_row(position: int, image: ResizedImage) -> list[str]:
     return [
         str(position),
@@ -215,8 +165,3 @@ def _meta_row(position: int, image: ResizedImage) -> list[str]:
         str(len(image.data)),
         image.icc,
     ]
-
-
-def _clean(text: str) -> str:
-    """One TSV field: tabs and line breaks would split the row."""
-    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")

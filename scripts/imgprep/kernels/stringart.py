@@ -1,4 +1,6 @@
 """String art ("raveling"): approximate a gray image by one thread wound around pins.
+Long because: the numba kernel, the plain reference it must match bit for bit and the
+rules both follow stay in one place so they cannot drift apart.
 
 ``k`` pins sit on the circle inscribed in a square ``res`` x ``res`` image. Starting at
 pin 0, a greedy loop picks, ``lines`` times, the chord from the current pin that covers
