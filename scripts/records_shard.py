@@ -24,11 +24,9 @@ with rule_log(snakemake):
         index_path=snakemake.output.get("index"),
         **extra,
     )
-    # the digest of the bytes as written, for verify_records to compare (sha256sum format).
-    # The name is the index file's where there is one: what the rule's first output was
-    # before the formats registry (a slip: `sha256sum -c` checks the wrong file), kept so
-    # that existing checksum files stay byte-identical until it is fixed on purpose.
-    named = snakemake.output.get("index") or snakemake.output.record
+    # the digest of the bytes as written, for verify_records to compare; sha256sum's
+    # format, naming the shard (`cd` to its folder, then `sha256sum -c` checks it)
+    named = snakemake.output.record
     with atomic_write(snakemake.output.sha256, "w") as handle:
         handle.write(f"{written['sha256']}  {Path(named).name}\n")
     print(written)

@@ -57,8 +57,11 @@ def imported(path: Path, known: dict[str, Path]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            # "from imgprep.kernels import decode" imports the submodule decode
-            names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # "from imgprep.kernels import decode" imports the submodule decode; a name
+            # that is no submodule comes from the package itself
+            names = [f"{base}.{alias.name}" for alias in node.names]
+            if any(name not in known for name in names):
+                names.append(base)
         for name in names:
             if name.split(".")[0] == "imgprep":
                 target = resolve(name, known)

@@ -1,5 +1,6 @@
 """The HTTP client of the download stage: GET one URL with retries, never reaching a
-private address unless allowed.
+private address unless allowed. Long because: the address guard, the pinned connections
+and the deadline handling are one mechanism (see the last paragraph).
 
 A URL list is untrusted input: by default no request reaches a loopback, private,
 link-local, multicast, reserved or unspecified address (cloud metadata at

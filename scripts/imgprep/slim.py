@@ -187,7 +187,7 @@ def _keras_layers(model, include_top: bool) -> list:
     Keras' private graph links (``_keras_history``, ``_inbound_nodes``) are what tells
     the branches apart: most layers have counter names.
     """
-    import keras
+    import keras  # env: only embed_shard loads weights
 
     bn_after = {
         layer.input._keras_history[0].name: layer
@@ -223,7 +223,7 @@ def load_into_keras(model, weights, include_top: bool = True) -> None:
     ``model`` is built with ``classes=1001`` (``include_top``) or without its top. Every
     variable the model needs must be in the checkpoint with the shape the model has.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # env: only embed_shard loads weights
 
     files = checkpoint_files(weights)
     if files is None:

@@ -1,4 +1,5 @@
 """Read images straight out of uncompressed tars (ImageNet's ILSVRC2012 tars) in place.
+Long because: parser, listing cache and member read share one notion of offset (below).
 
 The train tar is 138 GB of per-class tars; unpacking it would double the disk it needs.
 A tar stores each member contiguously after a 512-byte header, so one pass over the

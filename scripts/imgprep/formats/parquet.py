@@ -1,4 +1,5 @@
 """parquet: the Hugging Face layout that ``datasets.load_dataset(folder)`` loads.
+Long because: the format owns its writer and reader (a minimal Parquet, below).
 
 Shards are ``data/{split}-{i:05d}-of-{n:05d}.parquet`` with two columns, as ``datasets``
 stores an ``Image`` and a ``ClassLabel`` feature: ``image`` a struct of ``bytes`` (the

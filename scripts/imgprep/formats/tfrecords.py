@@ -45,7 +45,7 @@ _BACKGROUND = "background"
 def tensorflow(threads: int):
     """Import TensorFlow quietly and bound its thread pools to ``threads``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    import tensorflow as tf  # env: only verify_records reads records back
 
     # Only possible before the runtime starts (not in a process that used TF already).
     threading = tf.config.threading
