@@ -7,6 +7,7 @@ import urllib.error
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from imgprep import embed  # noqa: E402
@@ -18,8 +19,6 @@ from imgprep.embed import (  # noqa: E402
     load_model,
 )
 from PIL import Image  # noqa: E402
-
-keras = pytest.importorskip("keras")
 
 SMALL = {"model": "MobileNetV3Small", "weights": None, "input_size": 32, "batch_size": 3}
 

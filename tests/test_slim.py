@@ -14,13 +14,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from imgprep import embed, slim  # noqa: E402
 from imgprep.embed import EmbedError, EmbedParams, load_model  # noqa: E402
-
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
 
 SIZE = 75  # Keras' smallest InceptionResNetV2 input: fast enough for CI
 
