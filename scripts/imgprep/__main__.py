@@ -1,4 +1,4 @@
-"""Command line: ``python -m imgprep ravel [--pins K] [--lines N] ... FILE|-``."""
+"""Command line: ``imgprep ravel [--pins K] [--lines N] ... FILE|-`` (or ``python -m imgprep``)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def ravel_command(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgprep", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="imgprep", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     rav = commands.add_parser(
         "ravel",
