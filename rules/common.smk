@@ -140,12 +140,17 @@ def record_source(wildcards):
         ) from None
 
 
+def shard_output(rule, name, wildcards):
+    """Output ``name`` of ``rule`` (its path as the rule writes it) for this job's shard."""
+    return expand(getattr(rule.output, name), split=wildcards.split, shard=wildcards.shard)[0]
+
+
 def resize_inputs(wildcards):
     """The shard's list; for a URL list also what download_shard fetched."""
     inputs = {"index": shard_index(wildcards.split, wildcards.shard)}
     if config["source"]["type"] == "urls":
-        inputs["downloads"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tar"
-        inputs["download_status"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tsv"
+        inputs["downloads"] = shard_output(rules.download_shard, "tar", wildcards)
+        inputs["download_status"] = shard_output(rules.download_shard, "status", wildcards)
     return inputs
 
 
@@ -164,13 +169,13 @@ def embed_params():
     return {key: config["embed"][key] for key in keys}
 
 
-def embed_inputs(wildcards):
-    inputs = {"tar": f"{RESULTS}/resized/{wildcards.split}/{wildcards.shard}.tar"}
+def embed_weights(wildcards):
+    """A weights file as an input (a TF checkpoint is several): a changed one re-runs the
+    embeddings. None for random weights and Keras' ImageNet download."""
     weights = config["embed"]["weights"]
-    if weights not in (None, "imagenet"):
-        # a changed weights file re-runs the embeddings; a TF checkpoint is several files
-        inputs["weights"] = checkpoint_files(weights) or weights
-    return inputs
+    if weights in (None, "imagenet"):
+        return {}
+    return {"weights": checkpoint_files(weights) or weights}
 
 
 def record_inputs(wildcards):
@@ -243,9 +248,14 @@ def split_shard_indexes(wildcards):
 
 
 def all_rejects():
-    return [
-        f"{RESULTS}/rejects/{split}/{shard}.tsv" for split in SPLITS for shard in shard_ids(split)
-    ]
+    """Every shard's rejects table (resize_shard writes them)."""
+    pairs = [(split, shard) for split in SPLITS for shard in shard_ids(split)]
+    return expand(
+        rules.resize_shard.output.rejects,
+        zip,
+        split=[split for split, _ in pairs],
+        shard=[shard for _, shard in pairs],
+    )
 
 
 def summary_outputs():
