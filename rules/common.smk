@@ -140,17 +140,14 @@ def record_source(wildcards):
         ) from None
 
 
-def shard_output(rule, name, wildcards):
-    """Output ``name`` of ``rule`` (its path as the rule writes it) for this job's shard."""
-    return expand(getattr(rule.output, name), split=wildcards.split, shard=wildcards.shard)[0]
-
-
 def resize_inputs(wildcards):
     """The shard's list; for a URL list also what download_shard fetched."""
     inputs = {"index": shard_index(wildcards.split, wildcards.shard)}
     if config["source"]["type"] == "urls":
-        inputs["downloads"] = shard_output(rules.download_shard, "tar", wildcards)
-        inputs["download_status"] = shard_output(rules.download_shard, "status", wildcards)
+        # paths, not rules.download_shard.output: with --default-storage-provider s3 that
+        # is a storage object, which expand() and str.format refuse or lose
+        inputs["downloads"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tar"
+        inputs["download_status"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tsv"
     return inputs
 
 
@@ -248,14 +245,11 @@ def split_shard_indexes(wildcards):
 
 
 def all_rejects():
-    """Every shard's rejects table (resize_shard writes them)."""
-    pairs = [(split, shard) for split in SPLITS for shard in shard_ids(split)]
-    return expand(
-        rules.resize_shard.output.rejects,
-        zip,
-        split=[split for split, _ in pairs],
-        shard=[shard for _, shard in pairs],
-    )
+    """Every shard's rejects table (resize_shard's output `rejects`; written out here, as
+    expand() refuses the storage object that output is under --default-storage-provider)."""
+    return [
+        f"{RESULTS}/rejects/{split}/{shard}.tsv" for split in SPLITS for shard in shard_ids(split)
+    ]
 
 
 def summary_outputs():
