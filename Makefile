@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python 3.11+ with venv):
 #   make run    build the virtual environment, then run the workflow on the embedded sample
 #   make test   build the virtual environment, then run the test suite
+# Either leaves the `imgprep` command in .venv/bin (`.venv/bin/imgprep ravel photo.jpg`).
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= all
@@ -8,9 +9,11 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint bench dryrun-bench clean slurm slurm-stop slurm-plugin slurm-run
 
-$(BIN)/.installed: requirements.txt
+# the pinned dependencies, then this package, editable: .venv/bin/imgprep runs scripts/imgprep
+$(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 run: $(BIN)/.installed

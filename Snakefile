@@ -11,6 +11,12 @@
 import sys
 from pathlib import Path
 
+from snakemake.utils import min_version
+
+# workflow.output_settings, executor and storage plugins: Snakemake 9 (9.27 is tested)
+min_version("9.0")
+
+# the library, installed or not: cluster and Batch jobs run from a copy of this folder
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from imgprep.config import uses_default_config
@@ -52,7 +58,7 @@ localrules:
 rule all:
     default_target: True
     input:
-        summary_outputs(),
+        rules.summary.output,
         records_metadata_outputs(),
         # the shards are the product: a deleted one is rebuilt, not just re-verified
         [

@@ -157,6 +157,8 @@ def resize_inputs(wildcards):
     """The shard's list; for a URL list also what download_shard fetched."""
     inputs = {"index": shard_index(wildcards.split, wildcards.shard)}
     if config["source"]["type"] == "urls":
+        # paths, not rules.download_shard.output: with --default-storage-provider s3 that
+        # is a storage object, which expand() and str.format refuse or lose
         inputs["downloads"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tar"
         inputs["download_status"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tsv"
     return inputs
@@ -177,13 +179,13 @@ def embed_params():
     return {key: config["embed"][key] for key in keys}
 
 
-def embed_inputs(wildcards):
-    inputs = {"tar": f"{RESULTS}/resized/{wildcards.split}/{wildcards.shard}.tar"}
+def embed_weights(wildcards):
+    """A weights file as an input (a TF checkpoint is several): a changed one re-runs the
+    embeddings. None for random weights and Keras' ImageNet download."""
     weights = config["embed"]["weights"]
-    if weights not in (None, "imagenet"):
-        # a changed weights file re-runs the embeddings; a TF checkpoint is several files
-        inputs["weights"] = checkpoint_files(weights) or weights
-    return inputs
+    if weights in (None, "imagenet"):
+        return {}
+    return {"weights": checkpoint_files(weights) or weights}
 
 
 def record_inputs(wildcards):
@@ -258,6 +260,8 @@ def split_shard_indexes(wildcards):
 
 
 def all_rejects():
+    """Every shard's rejects table (resize_shard's output `rejects`; written out here, as
+    expand() refuses the storage object that output is under --default-storage-provider)."""
     return [
         f"{RESULTS}/rejects/{split}/{shard}.tsv" for split in SPLITS for shard in shard_ids(split)
     ]

@@ -1,8 +1,9 @@
 rule embed_shard:
     input:
-        unpack(embed_inputs),
+        unpack(embed_weights),
+        tar=rules.resize_shard.output.tar,
     output:
-        f"{RESULTS}/embed/{{split}}/{{shard}}.npy",
+        npy=f"{RESULTS}/embed/{{split}}/{{shard}}.npy",
     log:
         f"{RESULTS}/logs/embed/{{split}}/{{shard}}.log",
     benchmark:

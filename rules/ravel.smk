@@ -1,8 +1,8 @@
 rule ravel_shard:
     input:
-        tar=f"{RESULTS}/resized/{{split}}/{{shard}}.tar",
+        tar=rules.resize_shard.output.tar,
     output:
-        f"{RESULTS}/ravel/{{split}}/{{shard}}.npy",
+        npy=f"{RESULTS}/ravel/{{split}}/{{shard}}.npy",
     log:
         f"{RESULTS}/logs/ravel/{{split}}/{{shard}}.log",
     benchmark:

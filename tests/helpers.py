@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +45,27 @@ def base_config(root, results, **overrides) -> dict:
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def tracked_files() -> list[str]:
+    """The checkout's files as git tracks them (in a copy without .git: every file but the
+    environments and outputs)."""
+    proc = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode == 0 and (REPO / ".git").exists():
+        return [name for name in proc.stdout.split("\0") if name and (REPO / name).exists()]
+    skip = {".git", ".venv", ".plugins", ".snakemake", "results", "__pycache__"}
+    return [
+        path.relative_to(REPO).as_posix()
+        for path in REPO.rglob("*")
+        if path.is_file() and not skip & set(path.relative_to(REPO).parts)
+    ]
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The tracked files of the checkout under ``dest``: a workflow run there (snakemake
+    --lint scans the sample) writes into the copy, never into the checkout."""
+    for name in tracked_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target, follow_symlinks=False)
+    return dest

@@ -380,7 +380,7 @@ def test_outputs_do_not_depend_on_thread_count(first_run, server, tmp_path):
 
 def test_follows_redirect_to_https(server, tmp_path, monkeypatch):
     if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
+        pytest.fail("needs the openssl command to make a certificate", pytrace=False)
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
@@ -696,7 +696,7 @@ def public_and_admin(monkeypatch):
         except OSError:  # the port is taken on 127.0.0.1: try another
             public.server_close()
     else:
-        pytest.skip("no port free on both 127.0.0.1 and 127.0.0.2")
+        pytest.fail("no port free on both 127.0.0.1 and 127.0.0.2 in 20 tries", pytrace=False)
     port = public.server_address[1]
     for each in (public, admin):
         threading.Thread(target=each.serve_forever, daemon=True).start()

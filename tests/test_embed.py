@@ -7,6 +7,7 @@ import urllib.error
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from imgprep.config import section_config  # noqa: E402
@@ -25,8 +26,6 @@ def embed_params(**values) -> EmbedParams:
     """EmbedParams from the schema's defaults and ``values`` (config keys)."""
     return EmbedParams.from_config(section_config("embed", values))
 
-
-keras = pytest.importorskip("keras")
 
 SMALL = {"model": "MobileNetV3Small", "weights": None, "input_size": 32, "batch_size": 3}
 

@@ -232,10 +232,14 @@ def test_dali_snippet(default_run):
 def tfds():
     if TFDS_PLUGIN.exists() and str(TFDS_PLUGIN) not in sys.path:
         sys.path.append(str(TFDS_PLUGIN))
-    return pytest.importorskip(
-        "tensorflow_datasets",
-        reason="make test installs TFDS into .plugins/tfds (see requirements-tfds.txt)",
-    )
+    try:
+        import tensorflow_datasets
+    except ImportError as error:
+        pytest.fail(
+            f"{error}: make test installs TFDS into .plugins/tfds (see requirements-tfds.txt)",
+            pytrace=False,
+        )
+    return tensorflow_datasets
 
 
 def verify_report(work: Path, schema: str) -> dict:

@@ -3,7 +3,8 @@ storage, against moto's S3 server on 127.0.0.1 (no internet, no AWS account).
 
 The S3 packages are not in .venv; they are installed beside it (requirements-aws-test.txt):
     .venv/bin/pip install --no-deps --target .plugins/aws -r requirements-aws-test.txt
-Without them these tests are skipped.
+`make test` installs them; without them every test here fails, saying so (a skip would
+leave S3 untested without anyone noticing).
 """
 
 from __future__ import annotations
@@ -26,27 +27,37 @@ PLUGINS = REPO / ".plugins" / "aws"
 # appended, not prepended: this process keeps .venv's versions of shared packages
 if PLUGINS.is_dir() and str(PLUGINS) not in sys.path:
     sys.path.append(str(PLUGINS))
-pytest.importorskip(
-    "moto.server",
-    reason=f"S3 test packages not installed: pip install --no-deps --target {PLUGINS} "
-    "-r requirements-aws-test.txt",
-)
-pytest.importorskip("snakemake_storage_plugin_s3")
+try:
+    import boto3
+    import snakemake_storage_plugin_s3  # noqa: F401
+    from moto.server import ThreadedMotoServer
+except ImportError as error:
+    MISSING = (
+        f"S3 test packages missing or incomplete in {PLUGINS} ({error}); `make test` installs "
+        f"them: .venv/bin/pip install --no-deps --target {PLUGINS} -r requirements-aws-test.txt"
+    )
+else:
+    MISSING = None
 
-import boto3  # noqa: E402
 from imgprep import s3  # noqa: E402
 from imgprep.config import ConfigError, validate_config  # noqa: E402
 from imgprep.index import scan, update_index  # noqa: E402
 from imgprep.kernels.resize import ResizeParams  # noqa: E402
 from imgprep.publish import StorageTarget, publish_index  # noqa: E402
 from imgprep.stages.resize import resize_shard  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 BUCKET = "imgprep-test"
 KEYS = {"access_key": "testing", "secret_key": "testing"}
 # a sample run kept small: every shard job costs a process and a TensorFlow import
 SPLITS = {"train": {"dir": "train", "shards": 2}, "validation": {"dir": "validation", "shards": 1}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def s3_packages():
+    """First of the module's fixtures: a missing package fails each test, saying which."""
+    if MISSING:
+        pytest.fail(MISSING, pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from imgprep import slim  # noqa: E402
 from imgprep.config import section_config  # noqa: E402
 from imgprep.stages import embed  # noqa: E402
@@ -26,9 +28,6 @@ def embed_params(**values) -> EmbedParams:
     """EmbedParams from the schema's defaults and ``values`` (config keys)."""
     return EmbedParams.from_config(section_config("embed", values))
 
-
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
 
 SIZE = 75  # Keras' smallest InceptionResNetV2 input: fast enough for CI
 

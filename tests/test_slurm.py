@@ -1,10 +1,11 @@
 """The sample workflow on a real SLURM: profiles/slurm, a single-node cluster on this machine.
 
 tools/slurm/start-slurm.sh installs and starts the cluster (root or passwordless sudo; the
-test is skipped without either, and fails if the start fails). The run must submit its
-shard jobs to SLURM, which sacct must show as completed, and must write the same bytes as
-a local run of the same configuration. The daemons the test started are stopped after it,
-unless IMGPREP_KEEP_SLURM=1 (later runs then skip the 2-3 s start).
+test fails without either, as it does when the start fails or finds a SLURM configuration
+of the machine's own, which it never overwrites: a skip would leave SLURM untested). The
+run must submit its shard jobs to SLURM, which sacct must show as completed, and must write
+the same bytes as a local run of the same configuration. The daemons the test started are
+stopped after it, unless IMGPREP_KEEP_SLURM=1 (later runs then skip the 2-3 s start).
 """
 
 from __future__ import annotations
@@ -50,12 +51,16 @@ def started_daemons(start_output: str) -> list[str]:
 @pytest.fixture(scope="module")
 def cluster():
     if not can_be_root():
-        pytest.skip("installing and starting SLURM needs root or passwordless sudo")
+        pytest.fail("installing and starting SLURM needs root or passwordless sudo", pytrace=False)
     proc = subprocess.run(
         [str(TOOLS / "start-slurm.sh")], capture_output=True, text=True, timeout=900
     )
     if proc.returncode == 3:  # the machine's own SLURM: the script leaves it alone
-        pytest.skip(proc.stderr.strip())
+        pytest.fail(
+            f"{proc.stderr.strip()}; the test runs its own single-node cluster and never "
+            "touches another's configuration: run it on a machine without one",
+            pytrace=False,
+        )
     started = started_daemons(proc.stdout)
     try:
         if proc.returncode != 0:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m imgprep ravel [--pins K] [--lines N] ... FILE|-``."""
+"""Command line: ``imgprep ravel [--pins K] [--lines N] ... FILE|-`` (or ``python -m imgprep``)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     from imgprep.config import section_config
 
     defaults = section_config("ravel")  # the schema's, as a workflow's ravel: gets them
-    parser = argparse.ArgumentParser(prog="python -m imgprep", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="imgprep", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     rav = commands.add_parser(
         "ravel",
