@@ -188,18 +188,18 @@ def sample_run(tmp_path_factory):
 SAMPLE_SHA256 = dict(
     line.split()[::-1]
     for line in """
-0852c5eed9f6bb2c99e1e861f1c210cca943fcc4efa9ac79b8a557b29b4e2a0f  checksums/records/dlbs/train-00000-of-00004.sha256
-2df4bea38fa657bfe2d6719f2f4d2303de153565ec0b623e23ac26cff2929846  checksums/records/dlbs/train-00001-of-00004.sha256
-f18707573b6f7fbe5e3040296e29ef8d9934958eb59497306d41190ff051d6b1  checksums/records/dlbs/train-00002-of-00004.sha256
-30184fd63401c98bee651009532095d9d606c6cbc75d3f6e14fe84127d11d96a  checksums/records/dlbs/train-00003-of-00004.sha256
-8aed45f6097bb9e225c26bd35a098ad126d7697d5f9a33906833d7de7018b4a4  checksums/records/dlbs/validation-00000-of-00002.sha256
-af5ad01c0097cff84506f0911f8d5e255a9fa3d9bc7ef08483476ef409b72673  checksums/records/dlbs/validation-00001-of-00002.sha256
-f7d167d01acb2d45fdd426be1673090cb1d53cf89240f59455b3889d5398fbe1  checksums/records/imagenet/train-00000-of-00004.sha256
-1f3f633d8bab2c7fd02c2caafe4aee65a0c5656635328251e7d935f3ca00d8c5  checksums/records/imagenet/train-00001-of-00004.sha256
-95bfa3684f9fe0c5eaf64233742a3ddf11c8b07240dd4583f37cbea8db2161f4  checksums/records/imagenet/train-00002-of-00004.sha256
-4efad3e70e7e738d826e55bb26fc716e33bd95484f3be5b2042875e783a5e8e7  checksums/records/imagenet/train-00003-of-00004.sha256
-c61b02819a80f88778219011efaa3e1b2e3defa1f654f33f7fadc6cb98968c71  checksums/records/imagenet/validation-00000-of-00002.sha256
-8dbc2c0faecf15d47f503ce14c8e69d59dda243797ea56881bf2f5e6d03a55dd  checksums/records/imagenet/validation-00001-of-00002.sha256
+3fd2a38412c8ef4aee890389d356d72412bd4a174a18973d6fce9aedc336225c  checksums/records/dlbs/train-00000-of-00004.sha256
+3df7bcb07245fd151f5b4fd468f14fa620c856fc72416f392240094267b59bea  checksums/records/dlbs/train-00001-of-00004.sha256
+0ca690514416f2448869ecb54285c4cae720670c5196fc4129e288face59ae96  checksums/records/dlbs/train-00002-of-00004.sha256
+9f8fe4c68d191c4e4ac91c485de3e80d7af976e74263a527e9ef6497d67d4c7f  checksums/records/dlbs/train-00003-of-00004.sha256
+5e6dc0678f01b9f0d98a22a3e45f9d620ba3c284cc8819a4294f91cb1daba9f4  checksums/records/dlbs/validation-00000-of-00002.sha256
+04d0d0c1e6409ce4de2b3f6074731065b28b83cbbc032d0c7cc7ce9de623765c  checksums/records/dlbs/validation-00001-of-00002.sha256
+e1795043ddf9484a3c7da67ab6317e87cd1a34b4007d5f068074f873cf6f5d20  checksums/records/imagenet/train-00000-of-00004.sha256
+74370127942205477b96f5d359740324a91346ac08ec848f062588f1e6eeb4c5  checksums/records/imagenet/train-00001-of-00004.sha256
+c177866a454c82bafbb7363327c8967d348f6ae8f055c2da1a07101752ebec0d  checksums/records/imagenet/train-00002-of-00004.sha256
+c47db92818a4e051a196f0f1449929ab9104d82beb3310aae2bb03162c7f280c  checksums/records/imagenet/train-00003-of-00004.sha256
+6c3580f7e011424e5feaa79d2fc52f6b2627526993c4b2cd072459a446756a5b  checksums/records/imagenet/validation-00000-of-00002.sha256
+7eecf3cd6c332ff4642815d0c2a55670bf21ebf031db22676d2cabb75b4999f0  checksums/records/imagenet/validation-00001-of-00002.sha256
 ea4723b81ccf2addaec7144881463db9e06881a4fe2667fff81708530dc6194d  index/ignored.tsv
 3b68c79af50cfd0d8b09caff8f40268f13f92197052f4d86363e9ae43c175e17  index/labels.tsv
 5299b6644ad093e4ea545f5508490cdec87f16dd0558ee86e0b6aaaae6b9d889  index/train/00000.tsv
@@ -256,3 +256,18 @@ def test_the_sample_run_is_pinned_byte_for_byte(sample_run):
     changed = {name: sha for name, sha in got.items() if SAMPLE_SHA256.get(name) != sha}
     missing = sorted(set(SAMPLE_SHA256) - set(got))
     assert (changed, missing) == ({}, []), "outputs differ from the pinned bytes"
+
+
+def test_checksum_files_check_their_shard(sample_run):
+    """Each ``checksums/records/<schema>/<shard>.sha256`` is ``sha256sum`` output naming
+    its shard, so ``cd records/<schema> && sha256sum -c <it>`` checks the shard itself."""
+    results = sample_run / "results"
+    checked = 0
+    for checksum in sorted((results / "checksums" / "records").rglob("*.sha256")):
+        relative = checksum.relative_to(results / "checksums").with_suffix("")
+        shard = results / relative
+        digest, name = checksum.read_text().rstrip("\n").split("  ")
+        assert name == shard.name, checksum
+        assert hashlib.sha256(shard.read_bytes()).hexdigest() == digest, checksum
+        checked += 1
+    assert checked == 12
