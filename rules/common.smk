@@ -241,17 +241,19 @@ def verify_inputs(wildcards):
     """verify_records' inputs by name: the labels, and per shard `<split>/<shard>/<role>`
     (record, sha256, index, rejects and, where the format writes one, record_index)."""
     spec = FORMATS[wildcards.schema]
+    # apply_wildcards, not str.format: under --default-storage-provider s3 these are
+    # storage objects, which only apply_wildcards fills in with their storage query
     outputs = rules.records_shard.output
     inputs = {"labels": LABELS_TSV}
     for split in SPLITS:
         for shard in shard_ids(split):
             made = record_wildcards(wildcards.schema, split, shard)
-            inputs[f"{split}/{shard}/record"] = outputs.record.format(**made)
-            inputs[f"{split}/{shard}/sha256"] = outputs.sha256.format(**made)
+            inputs[f"{split}/{shard}/record"] = outputs.record.apply_wildcards(made)
+            inputs[f"{split}/{shard}/sha256"] = outputs.sha256.apply_wildcards(made)
             inputs[f"{split}/{shard}/index"] = shard_index(split, shard)
             inputs[f"{split}/{shard}/rejects"] = f"{RESULTS}/rejects/{split}/{shard}.tsv"
             if spec.has_record_index(COMPRESSION):
-                inputs[f"{split}/{shard}/record_index"] = outputs.index.format(**made)
+                inputs[f"{split}/{shard}/record_index"] = outputs.index.apply_wildcards(made)
     return inputs
 
 

@@ -4,6 +4,7 @@ writes into the checkout fails it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,9 +35,12 @@ def project(root: Path, tests: str, git: bool = False) -> Path:
 
 
 def pytest(root: Path) -> subprocess.CompletedProcess:
+    # the outer run's PYTEST_ADDOPTS (a --basetemp) would make this pytest clear its folder
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
         cwd=root,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
