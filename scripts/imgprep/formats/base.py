@@ -10,6 +10,7 @@ and one line in the registry (imgprep/formats/__init__.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,29 @@ def count_names(batch: dict, first: int, expected, seen) -> Iterator[tuple[int, 
         if wanted:
             seen["labels"].add(wanted[0][0])
         yield i, f"record {first + i} ({name})"
+
+
+def check_described(wanted, label, synset, text, where: str, problems) -> None:
+    """A record's (label, synset, text) against what the index expects of its file name
+    (``wanted``: every (label, synset, text) the name has there); the first that differs
+    names the problem."""
+    if not wanted or any(w == (label, synset, text) for w in wanted):
+        return  # a name the index lacks is reported with the file name multiset
+    want_label, want_synset, want_text = wanted[0]
+    if all(w[0] != label for w in wanted):
+        problems.add("wrong label", f"{where}: {label}, want {want_label}")
+    elif all(w[1] != synset for w in wanted):
+        problems.add("wrong synset", f"{where}: {synset}, want {want_synset}")
+    else:
+        problems.add("wrong text", f"{where}: {text!r}, want {want_text!r}")
+
+
+def written(out_path, records: int) -> dict:
+    """What ``write_shard`` returns: the record count, and the sha256 and size of the file
+    as written (read back at once, from the page cache)."""
+    with open(out_path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"records": records, "sha256": digest, "bytes": os.stat(out_path).st_size}
 
 
 def same_everywhere(seen: dict, key: str, value, where: str, problems) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from imgprep.files.tfrecord import Feature, bytes_feature, float_feature, int64_feature
-from imgprep.formats.base import COLORSPACE_CHANNELS, Sample, check_square_resize
+from imgprep.formats.base import COLORSPACE_CHANNELS, Sample, check_described, check_square_resize
 from imgprep.formats.tfrecords import (
     CLASS_KEY,
     TFRecordFormat,
@@ -120,17 +120,7 @@ class DescribedImageFormat(TFRecordFormat):
                 )
             elif "boxes_valid" in batch and not batch["boxes_valid"][i]:
                 problems.add("bbox outside [0, 1] or empty", where)
-            wanted = expected.get(name)
-            if not wanted:
-                continue  # reported with the file name multiset
-            if not any(w == (label, synset, text) for w in wanted):
-                want_label, want_synset, want_text = wanted[0]
-                if all(w[0] != label for w in wanted):
-                    problems.add("wrong label", f"{where}: {label}, want {want_label}")
-                elif all(w[1] != synset for w in wanted):
-                    problems.add("wrong synset", f"{where}: {synset}, want {want_synset}")
-                else:
-                    problems.add("wrong text", f"{where}: {text!r}, want {want_text!r}")
+            check_described(expected.get(name), label, synset, text, where, problems)
 
     def metadata_settings(self, config: dict) -> dict:
         return {"embedding": config["embed"]["in_records"]}

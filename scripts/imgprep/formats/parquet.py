@@ -25,7 +25,6 @@ for a module of this size.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -38,7 +37,7 @@ from PIL import Image
 
 from imgprep.atomic import atomic_write
 from imgprep.files.labels import read_labels
-from imgprep.formats.base import MetadataInputs, RecordFormat, Sample, UnreadableShard
+from imgprep.formats.base import MetadataInputs, RecordFormat, Sample, UnreadableShard, written
 from imgprep.formats.jpeg import jpeg_header
 
 __all__ = ["FORMAT", "ROW_GROUP_ROWS", "shown_name"]
@@ -353,9 +352,7 @@ class ParquetFormat(RecordFormat):
             footer = _Struct().i32(1, 1).list(2, _STRUCT, _schema()).i64(3, count)
             footer = footer.list(4, _STRUCT, groups).text(6, "imgprep").bytes()
             handle.write(footer + struct.pack("<I", len(footer)) + _MAGIC)
-        with open(out_path, "rb") as handle:  # just written: read back from the page cache
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        return {"records": count, "sha256": digest, "bytes": Path(out_path).stat().st_size}
+        return written(out_path, count)
 
     def reader(self, threads: int) -> _ShardReader:
         return _ShardReader()

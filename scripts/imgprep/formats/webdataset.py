@@ -17,7 +17,6 @@ uncompressed, as webdataset's ``.tar`` shards are.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -35,6 +34,8 @@ from imgprep.formats.base import (
     RecordFormat,
     Sample,
     UnreadableShard,
+    check_described,
+    written,
 )
 from imgprep.formats.jpeg import jpeg_header
 
@@ -180,9 +181,7 @@ class WebDatasetFormat(RecordFormat):
                     info = reproducible_tar_info(f"{key}.{extension}", len(member))
                     tar.addfile(info, io.BytesIO(member))
                 count += 1
-        with open(out_path, "rb") as handle:  # just written: read back from the page cache
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        return {"records": count, "sha256": digest, "bytes": Path(out_path).stat().st_size}
+        return written(out_path, count)
 
     def reader(self, threads: int) -> _ShardReader:
         return _ShardReader()
@@ -208,17 +207,7 @@ class WebDatasetFormat(RecordFormat):
                 )
             if not batch["boxes_valid"][i]:
                 problems.add("bbox outside [0, 1] or empty", where)
-            wanted = expected.get(name)
-            if not wanted:
-                continue  # reported with the file name multiset
-            if not any(w == (label, synset, text) for w in wanted):
-                want_label, want_synset, want_text = wanted[0]
-                if all(w[0] != label for w in wanted):
-                    problems.add("wrong label", f"{where}: {label}, want {want_label}")
-                elif all(w[1] != synset for w in wanted):
-                    problems.add("wrong synset", f"{where}: {synset}, want {want_synset}")
-                else:
-                    problems.add("wrong text", f"{where}: {text!r}, want {want_text!r}")
+            check_described(expected.get(name), label, synset, text, where, problems)
 
     # -- the wids shard index ------------------------------------------------------
 
