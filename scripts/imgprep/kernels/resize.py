@@ -59,6 +59,7 @@ from imgprep.kernels.decode import (  # noqa: E402
 from imgprep.kernels.encode import JPEG_MAX_SIDE, SUBSAMPLINGS, encode_pixels, encode_planes  # noqa: E402
 from imgprep.kernels.geometry import MODES, Geometry, dct_reduction, is_identity, round_half_up  # noqa: E402
 from imgprep.kernels.resample import FILTERS, resample, subsample  # noqa: E402
+from imgprep.sections import require_keys
 
 __all__ = [
     "FILTERS",
@@ -149,15 +150,7 @@ class ResizeParams:
     @classmethod
     def from_config(cls, cfg: dict) -> ResizeParams:
         """Build from the validated config's ``resize:`` mapping (every key present)."""
-        for key in cfg:
-            if key not in _CONFIG_KEYS:
-                raise ValueError(f"resize.{key}: unknown key (known: {', '.join(_CONFIG_KEYS)})")
-        for key in _CONFIG_KEYS:
-            if key not in cfg:
-                raise ValueError(
-                    f"resize.{key}: missing; build from the validated config, which holds "
-                    "the schema's defaults (imgprep.config.section_config for this part alone)"
-                )
+        require_keys("resize", cfg, _CONFIG_KEYS)
         kwargs = {key: cfg[key] for key in _CONFIG_KEYS if key != "size"}
         size = cfg["size"]
         if is_int(size):

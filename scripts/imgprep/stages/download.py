@@ -29,6 +29,7 @@ from imgprep.atomic import atomic_write
 from imgprep.files.tables import STATUS_COLUMNS, TEXT, clean
 from imgprep.files.tars import reproducible_tar_info
 from imgprep.http import Connections, fetch, is_refusal, short_error
+from imgprep.sections import require_keys
 
 __all__ = ["DownloadParams", "cache_paths", "download_shard", "read_downloads"]
 
@@ -91,15 +92,7 @@ class DownloadParams:
         """Build from the validated config's ``download:`` mapping (every key present)."""
         cfg = dict(cfg)
         known = [field.name for field in dataclasses.fields(cls)]
-        for key in cfg:
-            if key not in known:
-                raise ValueError(f"download.{key}: unknown key (known: {', '.join(known)})")
-        missing = [key for key in known if key not in cfg]
-        if missing:
-            raise ValueError(
-                f"download.{missing[0]}: missing; pass the validated config's download "
-                "mapping (the schema fills in the defaults)"
-            )
+        require_keys("download", cfg, known)
         if "reject_sha256" in cfg:
             digests = cfg["reject_sha256"]
             if isinstance(digests, str) or not isinstance(digests, list | tuple):

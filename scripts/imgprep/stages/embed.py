@@ -26,6 +26,7 @@ from PIL import Image
 from imgprep import slim
 from imgprep.atomic import atomic_write
 from imgprep.files.tars import read_resized
+from imgprep.sections import require_keys
 
 __all__ = [
     "EmbedError",
@@ -72,15 +73,7 @@ class EmbedParams:
         """Build from the validated config's ``embed:`` mapping (every key present; the
         records' keys ``lab_size`` and ``in_records`` do not change the embeddings)."""
         names = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(cfg) - set(names) - set(_RECORDS_KEYS))
-        if unknown:
-            raise ValueError(f"embed: unknown key(s) {unknown}; known: {sorted(names)}")
-        missing = [key for key in names if key not in cfg]
-        if missing:
-            raise ValueError(
-                f"embed.{missing[0]}: missing; build from the validated config, which holds "
-                "the schema's defaults (imgprep.config.section_config for this part alone)"
-            )
+        require_keys("embed", cfg, names, ignored=_RECORDS_KEYS)
         params = cls(**{key: cfg[key] for key in names})
         params.validate()
         return params

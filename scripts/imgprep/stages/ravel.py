@@ -17,6 +17,7 @@ import numpy as np
 from imgprep.atomic import atomic_write
 from imgprep.files.tars import read_resized
 from imgprep.kernels.stringart import kernel_tables, ravel
+from imgprep.sections import require_keys
 
 __all__ = ["RavelParams", "decode_gray", "ravel_shard"]
 
@@ -39,15 +40,7 @@ class RavelParams:
     def from_config(cls, cfg: dict) -> RavelParams:
         """Build from the validated config's ``ravel:`` mapping (every key present)."""
         names = [field.name for field in dataclasses.fields(cls)]
-        for key in cfg:
-            if key not in names:
-                raise ValueError(f"ravel.{key}: unknown key (known: {', '.join(names)})")
-        for key in names:
-            if key not in cfg:
-                raise ValueError(
-                    f"ravel.{key}: missing; build from the validated config, which holds "
-                    "the schema's defaults (imgprep.config.section_config for this part alone)"
-                )
+        require_keys("ravel", cfg, names)
         return cls(**{key: cfg[key] for key in names})
 
 
