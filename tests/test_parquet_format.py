@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -19,8 +18,13 @@ from helpers import REPO
 from imgprep.formats import get_format
 from imgprep.formats.base import UnreadableShard
 from imgprep.formats.parquet import ROW_GROUP_ROWS, dataset_card, shown_name
-from test_webdataset_format import ODD_NAMES, expected_of, index_table, readme_snippet, sample
-from test_workflow import new_workdir, snakemake, write_config
+from test_webdataset_format import (
+    build_odd_sample,
+    expected_of,
+    index_table,
+    readme_snippet,
+    sample,
+)
 
 FORMAT = get_format("parquet")
 HF_PLUGIN = REPO / ".plugins" / "hf"
@@ -193,19 +197,7 @@ def test_shown_name_keeps_utf8_and_escapes_the_rest():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    work = new_workdir(tmp_path_factory.mktemp("parquet") / "work")
-    for new, original in ODD_NAMES.items():
-        shutil.copyfile(work / "sample" / original, work / "sample" / new)
-    write_config(
-        work,
-        records={"schemas": ["parquet"]},
-        splits={
-            "train": {"dir": "train", "shards": 3},
-            "validation": {"dir": "validation", "shards": 12},
-        },
-    )
-    snakemake(work, "--cores", "2")
-    return work
+    return build_odd_sample(tmp_path_factory.mktemp("parquet") / "work", "parquet")
 
 
 _LOAD = """

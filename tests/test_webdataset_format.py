@@ -210,12 +210,17 @@ def test_the_wids_shard_index_lists_each_shard_from_the_report():
 def built(tmp_path_factory):
     """The sample as webdataset shards, with odd names and more validation shards than
     validation images (empty shards)."""
-    work = new_workdir(tmp_path_factory.mktemp("webdataset") / "work")
+    return build_odd_sample(tmp_path_factory.mktemp("webdataset") / "work", "webdataset")
+
+
+def build_odd_sample(folder: Path, schema: str) -> Path:
+    """The sample with ODD_NAMES added, 3 train and 12 validation shards, built as ``schema``."""
+    work = new_workdir(folder)
     for new, original in ODD_NAMES.items():
         shutil.copyfile(work / "sample" / original, work / "sample" / new)
     write_config(
         work,
-        records={"schemas": ["webdataset"]},
+        records={"schemas": [schema]},
         splits={
             "train": {"dir": "train", "shards": 3},
             "validation": {"dir": "validation", "shards": 12},
