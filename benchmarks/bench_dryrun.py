@@ -1,4 +1,4 @@
-"""`snakemake -n` over an ImageNet-sized source (1.28M synthetic files, no pixels).
+"""`snakemake -n` over an ImageNet-sized source (1.33M synthetic files, no pixels).
 
 Targets (issue 2): < 15 s and < 1 GB RAM, never above 60 s / 2 GB. Runs, side by side:
   cold     first dry-run: scans the tree and writes 1024 + 128 shard lists
@@ -6,7 +6,17 @@ Targets (issue 2): < 15 s and < 1 GB RAM, never above 60 s / 2 GB. Runs, side by
   touched  one image touched: only its shard's jobs are outstanding
 and compares each with `snakemake --version` (interpreter + Snakemake start-up) as a floor.
 
-    .venv/bin/python benchmarks/bench_dryrun.py [--root /tmp/imagenet-synthetic]
+--datasets (issue 13): the warm dry-run of a config of 4 datasets (`datasets:` tpu,
+downsampled 64, tangler, and a 10 % per-class train subset with a minival holdout carved
+from it) against a config of 1 (tpu), each after its own cold run and finished build.
+Target: 4 datasets <= 1.3 x 1 dataset.
+
+A finished build is faked: every output the cold dry-run plans becomes an empty file,
+then `--touch` puts their mtimes in order (the layout is the rules' own, so it cannot
+drift from them). The tree is made once per size and reused; --small (20,000 files: 100
+classes of 190 + 10) is for development.
+
+    .venv/bin/python benchmarks/bench_dryrun.py [--root DIR] [--small] [--datasets]
 """
 
 from __future__ import annotations
@@ -22,18 +32,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TRAIN_PER_CLASS, VAL_PER_CLASS, CLASSES = 1281, 50, 1000  # 1,281,000 + 50,000
+# classes, train and validation images per class
+FULL = (1000, 1281, 50)  # 1,281,000 + 50,000
+SMALL = (100, 190, 10)  # 20,000
+SPLITS = {"train": 1024, "validation": 128}  # shards, as ImageNet's
+TOUCHED = ("train", 7, 7)  # the image `touched` touches: split, class, number
 
 
-def make_tree(root: Path) -> int:
+def make_tree(root: Path, size: tuple[int, int, int]) -> int:
     """Empty files named like ImageNet's; created once and reused."""
     marker = root / ".complete"
     if marker.exists():
         return int(marker.read_text())
+    classes, train_per_class, val_per_class = size
     count = 0
-    for c in range(CLASSES):
+    for c in range(classes):
         wnid = f"n{c:08d}"
-        for split, per_class in (("train", TRAIN_PER_CLASS), ("validation", VAL_PER_CLASS)):
+        for split, per_class in (("train", train_per_class), ("validation", val_per_class)):
             folder = root / split / wnid
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
@@ -49,22 +64,24 @@ def make_tree(root: Path) -> int:
     return count
 
 
-def fake_outputs(results: Path, splits: dict[str, int]) -> None:
-    """Empty stand-ins for every output of a finished imagenet-schema build."""
-    paths = [results / name for name in ("summary.json", "summary.tsv", "rejects.tsv")]
-    for split, n in splits.items():
-        paths += [results / "index" / f"{split}.tsv", results / "verify/imagenet" / f"{split}.json"]
-        for i in range(n):
-            shard = f"{i:05d}"
-            paths += [
-                results / "resized" / split / f"{shard}.tar",
-                results / "resized" / split / f"{shard}.meta.tsv",
-                results / "rejects" / split / f"{shard}.tsv",
-                results / "records" / "imagenet" / f"{split}-{shard}-of-{n:05d}",
-            ]
+def planned_outputs(dryrun_output: str) -> list[Path]:
+    """Every output a dry-run's job listing names (its `output:` lines)."""
+    paths = []
+    for match in re.finditer(r"^\s+output: (.+)$", dryrun_output, re.M):
+        paths += [Path(path) for path in match.group(1).split(", ")]
+    return paths
+
+
+def fake_outputs(work: Path, paths: list[Path]) -> dict[str, int]:
+    """Empty stand-ins for the outputs of a finished build; files per top folder."""
+    folders: dict[str, int] = {}
     for path in paths:
+        path = work / path  # absolute paths stay as they are
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
+        top = "/".join(path.relative_to(work / "results").parts[:-1][:2]) or "."
+        folders[top] = folders.get(top, 0) + 1
+    return folders
 
 
 def timed(cmd, cwd) -> dict:
@@ -88,49 +105,59 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--root", type=Path, default=Path("/tmp/imgprep-bench-imagenet"))
-    args = parser.parse_args()
-    started = time.perf_counter()
-    images = make_tree(args.root)
-    print(
-        f"synthetic source: {images} files under {args.root} "
-        f"({time.perf_counter() - started:.0f} s)"
-    )
-    work = args.root.with_name(args.root.name + "-work")
-    work.mkdir(exist_ok=True)
-    config = work / "config.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "results": "results",
-                "source": {"root": str(args.root), "layout": "split-folders"},
-                "splits": {"train": {"shards": 1024}, "validation": {"shards": 128}},
-                "records": {"schemas": ["imagenet"]},
-            }
-        )
-    )
+def source_config(root: Path) -> dict:
+    return {
+        "results": "results",
+        "source": {"root": str(root), "layout": "split-folders"},
+        "splits": {split: {"shards": n} for split, n in SPLITS.items()},
+    }
+
+
+def dataset_configs(root: Path) -> dict[str, dict]:
+    """The 1-dataset and the 4-dataset configuration of --datasets."""
+    tpu = {"preset": "tpu"}
+    four = {
+        "imagenet": tpu,
+        "small64": {"preset": "downsampled", "resize": {"size": 64}},
+        "tangler": {"preset": "tangler"},
+        "subset10": {
+            "preset": "tpu",
+            "splits": {
+                "train": {"fraction": 0.10, "per_class": True, "shards": 128},
+                "minival": {"from": "train", "holdout": True, "count": 10, "shards": 1},
+                "validation": {"shards": 128},
+            },
+        },
+    }
+    return {
+        "1 dataset": {**source_config(root), "datasets": {"imagenet": tpu}},
+        "4 datasets": {**source_config(root), "datasets": four},
+    }
+
+
+def finished_build(work: Path, config: dict) -> tuple[list[str], dict, dict[str, int]]:
+    """A fresh folder, its cold dry-run, then a faked finished build; (command, cold run,
+    fake outputs per folder)."""
+    work.mkdir(parents=True, exist_ok=True)
     for stale in (work / "results", work / ".snakemake"):
         if stale.exists():
             subprocess.run(["rm", "-rf", str(stale)], check=True)
-    base = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile", str(config)]
-    runs = {"floor (snakemake --version)": timed(SNAKEMAKE + ["--version"], REPO)}
-    runs["cold"] = timed(base + ["-n"], REPO)
+    configfile = work / "config.yaml"
+    configfile.write_text(json.dumps(config))
+    base = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "-d", str(work)]
+    base += ["--configfile", str(configfile)]
+    cold = timed(base + ["-n"], REPO)
     # pretend the build finished: empty outputs, then --touch puts their mtimes in order
-    fake_outputs(work / "results", {"train": 1024, "validation": 128})
+    folders = fake_outputs(work, planned_outputs(cold["output"]))
     timed(base + ["--touch", "--cores", "1", "--quiet"], REPO)
-    runs["warm"] = timed(base + ["-n"], REPO)
-    os.utime(args.root / "train" / "n00000007" / "n00000007_7.JPEG")
-    runs["touched"] = timed(base + ["-n"], REPO)
+    return base, cold, folders
 
-    floor = runs["floor (snakemake --version)"]["seconds"]
+
+def print_runs(runs: dict, floor: float) -> dict:
     print(f"\n{'run':30} {'seconds':>8} {'x floor':>8} {'peak RSS MB':>12}  jobs")
     report = {}
     for name, run in runs.items():
-        jobs = job_counts(run["output"]) if name != "floor (snakemake --version)" else {}
+        jobs = job_counts(run["output"]) if not name.startswith("floor") else {}
         scan = re.search(r"imgprep index: .*", run["output"])
         print(
             f"{name:30} {run['seconds']:8.2f} {run['seconds'] / floor:8.1f} "
@@ -139,10 +166,28 @@ def main() -> None:
         if scan:
             print(f"{'':30} {scan.group(0)}")
         report[name] = {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "jobs": jobs}
-    out = REPO / "benchmarks" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "dryrun.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
 
+
+def limits(report: dict, names, failures: list[str]) -> None:
+    for name in names:
+        if report[name]["seconds"] > 60 or report[name]["max_rss_mb"] > 2048:
+            failures.append(f"{name}: above the 60 s / 2 GB limit")
+        elif report[name]["seconds"] > 15 or report[name]["max_rss_mb"] > 1024:
+            print(f"warning: {name} misses the 15 s / 1 GB target")
+
+
+def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[str]]:
+    """cold, warm, touched of one imagenet-schema dataset (today's layout)."""
+    config = {**source_config(root), "records": {"schemas": ["imagenet"]}}
+    base, cold, _ = finished_build(work, config)
+    runs = {"floor (snakemake --version)": floor_run, "cold": cold}
+    runs["warm"] = timed(base + ["-n"], REPO)
+    split, c, i = TOUCHED
+    name = f"n{c:08d}"
+    os.utime(root / split / name / f"{name}_{i}.JPEG")
+    runs["touched"] = timed(base + ["-n"], REPO)
+    report = print_runs(runs, floor_run["seconds"])
     touched = report["touched"]["jobs"]
     failures = []
     if report["warm"]["jobs"]:
@@ -151,11 +196,66 @@ def main() -> None:
         failures.append(
             f"touching one image made {touched.get('resize_shard')} resize jobs outstanding"
         )
-    for name in ("cold", "warm", "touched"):
-        if report[name]["seconds"] > 60 or report[name]["max_rss_mb"] > 2048:
-            failures.append(f"{name}: above the 60 s / 2 GB limit")
-        elif report[name]["seconds"] > 15 or report[name]["max_rss_mb"] > 1024:
-            print(f"warning: {name} misses the 15 s / 1 GB target")
+    limits(report, ("cold", "warm", "touched"), failures)
+    return report, failures
+
+
+def bench_datasets(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[str]]:
+    """Warm dry-runs of 1 and of 4 datasets, best of two each (alternating)."""
+    runs = {"floor (snakemake --version)": floor_run}
+    commands = {}
+    for label, config in dataset_configs(root).items():
+        folder = work.with_name(f"{work.name}-{label.replace(' ', '')}")
+        commands[label], runs[f"cold, {label}"], folders = finished_build(folder, config)
+        layout = ", ".join(f"{top} {n}" for top, n in sorted(folders.items()))
+        print(f"{label}: fake outputs per folder under results/: {layout}")
+    for _ in range(2):
+        for label, base in commands.items():
+            run = timed(base + ["-n"], REPO)
+            best = runs.get(f"warm, {label}")
+            if best is None or run["seconds"] < best["seconds"]:
+                runs[f"warm, {label}"] = run
+    report = print_runs(runs, floor_run["seconds"])
+    failures = []
+    for label in commands:
+        if report[f"warm, {label}"]["jobs"]:
+            jobs = report[f"warm, {label}"]["jobs"]
+            failures.append(f"{label}: after a finished build, a dry-run still has {jobs}")
+    one, four = (report[f"warm, {label}"]["seconds"] for label in commands)
+    ratio = four / one
+    report["ratio_4_to_1"] = ratio
+    verdict = "meets" if ratio <= 1.3 else "MISSES"
+    print(f"warm dry-run, 4 datasets / 1 dataset: {ratio:.2f} ({verdict} the target <= 1.3)")
+    if ratio > 1.3:
+        failures.append(f"4 datasets take {ratio:.2f} x the warm dry-run of 1 (target 1.3)")
+    limits(report, [name for name in runs if not name.startswith("floor")], failures)
+    return report, failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--root", type=Path, help="the synthetic tree (default: by size)")
+    parser.add_argument("--small", action="store_true", help="20,000 files, for development")
+    parser.add_argument("--datasets", action="store_true", help="4 datasets against 1")
+    args = parser.parse_args()
+    size = SMALL if args.small else FULL
+    root = args.root or Path("/tmp/imgprep-bench-imagenet" + ("-small" if args.small else ""))
+    started = time.perf_counter()
+    images = make_tree(root, size)
+    print(f"synthetic source: {images} files under {root} ({time.perf_counter() - started:.0f} s)")
+    work = root.with_name(root.name + "-work")
+    floor = timed(SNAKEMAKE + ["--version"], REPO)
+    bench = bench_datasets if args.datasets else bench_single
+    report, failures = bench(root, work, floor)
+    report["files"] = images
+    out = REPO / "benchmarks" / "out"
+    out.mkdir(exist_ok=True)
+    name = "dryrun-datasets" if args.datasets else "dryrun"
+    (out / f"{name}{'-small' if args.small else ''}.json").write_text(
+        json.dumps(report, indent=1) + "\n"
+    )
     if failures:
         raise SystemExit("FAILED: " + "; ".join(failures))
 
