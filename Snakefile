@@ -1,11 +1,13 @@
 # imgprep: image collections -> sharded, training-ready TFRecord datasets.
 #
-#   snakemake --cores all            build everything for config.yaml
+#   snakemake --cores all            build every dataset of config.yaml
+#   snakemake <dataset>              build one of them
 #   snakemake -n                     show what is outstanding
 #
-# Data flows one way: sources -> index -> [download, URL lists only] -> resize (per shard) -> ravel / embed (per
-# shard, for the schemas that need them) -> records (per shard and schema) -> verify
-# (per schema) -> summary.
+# Data flows one way: sources -> index (one scan; each dataset's member lists planned from
+# it) -> [download, URL lists only, per source shard] -> per dataset: resize (per shard) ->
+# ravel / embed (per shard, for the schemas that need them) -> records (per shard and
+# schema) -> verify (per schema) -> summary.
 
 
 import sys
@@ -42,7 +44,7 @@ include: "rules/verify.smk"
 
 # the result, last: Snakemake's own last line is only "N of N steps (100%) done"
 onsuccess:
-    print(success_report(RESULTS, RUN_STARTED))
+    print(success_report([f"{RESULTS}/{ds}" for ds in DATASETS], RUN_STARTED))
 
 
 onerror:
@@ -58,12 +60,16 @@ localrules:
 rule all:
     default_target: True
     input:
-        rules.summary.output,
-        records_metadata_outputs(),
-        # the shards are the product: a deleted one is rebuilt, not just re-verified
-        [
-            record
-            for schema in SCHEMAS
-            for split in SPLITS
-            for record in record_shards(schema, split)
-        ],
+        [path for ds in DATASETS for path in dataset_outputs(ds)],
+
+
+# `snakemake <name>` builds one dataset (its summary, records and metadata files)
+for _folder, _dataset in DATASETS.items():
+    if _folder:
+
+        rule:
+            name:
+                _dataset.name
+            input:
+                dataset_outputs(_folder),
+            localrule: True

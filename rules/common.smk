@@ -1,16 +1,22 @@
+import functools
+import hashlib
+import json
 import os
+import re
 import sys
 import time
 
 # scripts/ is on sys.path already: the Snakefile puts it there before it includes this file.
 from imgprep.config import ConfigError, validate_config
+from imgprep.datasets import dataset_list
+from imgprep.datasets.selection import downloads_name, labels_name, member_list_name
 from imgprep.index import IndexBusy, shard_index_path, update_index
 from imgprep.formats import get_format
 from imgprep.slim import checkpoint_files
 from imgprep.publish import adopt_snakemake_settings, publish_index
 from imgprep.report import failure_report, success_report
 from imgprep.slurm import job_cpu_limit
-from imgprep.upstream import upstream_digest
+from imgprep.upstream import embed_settings, upstream_digest
 
 try:
     _validated = validate_config(config)
@@ -21,14 +27,37 @@ config.update(_validated)
 
 RESULTS = config["results"]
 RUN_STARTED = time.time()
-SPLITS = list(config["splits"])
-SCHEMAS = config["records"]["schemas"]
+SOURCE_SPLITS = config["splits"]
+SOURCE_LABEL_BASE = config["labels"]["base"]
+# folder ("" without `datasets:`, else "<name>/") -> Dataset: its effective configuration
+# (imgprep.datasets) is what every rule of that dataset reads
+DATASETS = {dataset.folder: dataset for dataset in dataset_list(config)}
+# every split any rule names: the source's (index, downloads) and the datasets' own
+SPLITS = list(dict.fromkeys([*SOURCE_SPLITS, *(s for d in DATASETS.values() for s in d.splits)]))
+SCHEMAS = list(dict.fromkeys(s for d in DATASETS.values() for s in d.config["records"]["schemas"]))
 FORMATS = {schema: get_format(schema) for schema in SCHEMAS}
-COMPRESSION = config["records"]["compression"]
-# Each format says whether its shards get an index file (TFRecord formats: DALI's
-# fn.readers.tfrecord and the tfrecord package seek by one, for uncompressed files only).
-INDEXED_SCHEMAS = [s for s, f in FORMATS.items() if f.has_record_index(COMPRESSION)]
-UNINDEXED_SCHEMAS = [s for s in SCHEMAS if s not in INDEXED_SCHEMAS]
+
+
+def dataset(wildcards):
+    """The Dataset of a job (wildcard ``ds``: its folder)."""
+    return DATASETS[wildcards.ds]
+
+
+def settings(wildcards):
+    """A job's dataset's effective configuration."""
+    return DATASETS[wildcards.ds].config
+
+
+def stage_settings(stage, section=None):
+    """For a per-shard stage job (wildcards key, split): the effective configuration (or
+    one ``section`` of it) of the first dataset whose outputs it makes (see stage_key);
+    every dataset with that key has the same settings for it."""
+
+    def values(wildcards):
+        made_for = DATASETS[STAGE_KEYS[stage][(wildcards.key, wildcards.split)]].config
+        return made_for[section] if section else made_for
+
+    return values
 
 
 def any_of(patterns):
@@ -36,7 +65,33 @@ def any_of(patterns):
     return "|".join(f"(?:{pattern})" for pattern in dict.fromkeys(patterns))
 
 
+def dataset_schemas(indexed):
+    """Constraint of the records rules' ``ds``: each dataset's folder, followed by
+    [checksums/]records/<a schema of its whose shards get an index file (indexed=True),
+    or get none> (a lookahead: whether a shard gets one depends on the format and the
+    dataset's compression together, and one rule's outputs are fixed)."""
+    choices = []
+    for folder, ds in DATASETS.items():
+        compression = ds.config["records"]["compression"]
+        schemas = [
+            schema
+            for schema in ds.config["records"]["schemas"]
+            if FORMATS[schema].has_record_index(compression) == indexed
+        ]
+        if schemas:
+            choices.append(
+                f"{re.escape(folder)}(?=(?:checksums/)?records/(?:{'|'.join(schemas)})/)"
+            )
+    return "|".join(choices)
+
+
+INDEXED_RECORDS = dataset_schemas(True)
+UNINDEXED_RECORDS = dataset_schemas(False)
+
+
 wildcard_constraints:
+    # (?:) for the folder "": an empty constraint would mean none (.+)
+    ds="|".join(f"(?:{re.escape(folder)})" for folder in DATASETS),
     split="|".join(SPLITS),
     shard=r"\d{5}",
     schema="|".join(SCHEMAS),
@@ -67,7 +122,6 @@ def index_file(name):
     return f"{RESULTS}/index/{name}"
 
 
-LABELS_TSV = index_file("labels.tsv")
 IGNORED_TSV = index_file("ignored.tsv")
 
 
@@ -96,43 +150,135 @@ def stage_threads(stage):
 _LOWERED_THREADS = set()
 
 
-def shard_ids(split):
-    return [f"{i:05d}" for i in range(config["splits"][split]["shards"])]
+def shard_ids(ds, split):
+    return [f"{i:05d}" for i in range(DATASETS[ds].splits[split]["shards"])]
 
 
-def shard_index(split, shard):
+def source_shard_ids(split):
+    return [f"{i:05d}" for i in range(SOURCE_SPLITS[split]["shards"])]
+
+
+def source_shard_index(split, shard):
+    """A shard list of the source index (what one download job fetches)."""
     return index_file(shard_index_path("", split, shard).relative_to("index").as_posix())
 
 
-def record_name(schema, split, shard):
+def shard_index(ds, split, shard):
+    """A dataset shard's member list: the source's own list, or the dataset's planned one
+    (imgprep.datasets.selection)."""
+    source_shards = SOURCE_SPLITS[DATASETS[ds].splits[split]["from"]]["shards"]
+    return index_file(member_list_name(DATASETS[ds], split, shard, source_shards))
+
+
+def members_origin(ds, split):
+    """Whose member lists a dataset split's shards have: "source" (the index's own) or the
+    dataset's name (its planned lists)."""
+    spec = DATASETS[ds]
+    source_shards = SOURCE_SPLITS[spec.splits[split]["from"]]["shards"]
+    return "source" if spec.same_as_source(split, source_shards) else spec.name
+
+
+def stage_key(ds, split, stage):
+    """The folder (under results/<stage>/, <stage> resized, ravel or embed) of a dataset
+    split's per-shard outputs: "" without `datasets:`, else a digest of what they are made
+    from (the stage's and its upstream settings, and whose member lists). Datasets that
+    resize (ravel, embed) alike share one set of files; a dataset whose settings change
+    gets a folder of its own and leaves the others' files, and jobs, alone."""
+    if not DATASETS[ds].folder:
+        return ""
+    made_from = f"{upstream_digest(DATASETS[ds].config, stage)} {members_origin(ds, split)}"
+    return hashlib.sha256(made_from.encode()).hexdigest()[:12] + "/"
+
+
+def stage_keys(stage, needed):
+    """(key, split) -> the first dataset folder with that key, for the datasets whose
+    formats need the stage (``needed(dataset)``): whose settings the stage's jobs read."""
+    keys = {}
+    for ds, spec in DATASETS.items():
+        if needed(spec):
+            for split in spec.splits:
+                keys.setdefault((stage_key(ds, split, stage), split), ds)
+    return keys
+
+
+def needs_stage(stage):
+    def needed(spec):
+        return any(
+            stage in FORMATS[s].needs
+            or (stage == "embed" and FORMATS[s].uses_embeddings(spec.config))
+            for s in spec.config["records"]["schemas"]
+        )
+
+    return needed
+
+
+STAGE_KEYS = {
+    "resize": stage_keys("resize", lambda spec: True),
+    "ravel": stage_keys("ravel", needs_stage("ravel")),
+    "embed": stage_keys("embed", needs_stage("embed")),
+}
+
+
+def key_constraint(stage):
+    return "|".join(f"(?:{re.escape(key)})" for key in {k for k, _ in STAGE_KEYS[stage]}) or "(?!)"
+
+
+# the folders of per-shard stage outputs under results/, and the stage that writes each
+STAGE_FOLDERS = {"resized": "resize", "rejects": "resize", "ravel": "ravel", "embed": "embed"}
+
+
+def stage_path(ds, split, folder, name):
+    """A per-shard stage output of a dataset split: results/<folder>/<key><split>/<name>."""
+    return f"{RESULTS}/{folder}/{stage_key(ds, split, STAGE_FOLDERS[folder])}{split}/{name}"
+
+
+def resized_for(stage):
+    """A ravel or embed job's resized tar: the one of the dataset it is made for."""
+
+    def tar(wildcards):
+        ds = STAGE_KEYS[stage][(wildcards.key, wildcards.split)]
+        return stage_path(ds, wildcards.split, "resized", f"{wildcards.shard}.tar")
+
+    return tar
+
+
+def dataset_labels(ds):
+    """The dataset's label map (the source's, unless it selects classes or its own base)."""
+    return index_file(labels_name(DATASETS[ds], SOURCE_LABEL_BASE))
+
+
+def record_name(ds, schema, split, shard):
     """The shard's path in records/<schema>/: the format names it (imgprep.formats)."""
-    return FORMATS[schema].shard_path(split, int(shard), config["splits"][split]["shards"])
+    total = DATASETS[ds].splits[split]["shards"]
+    return FORMATS[schema].shard_path(split, int(shard), total)
 
 
-def record_wildcards(schema, split, shard):
+def record_wildcards(ds, schema, split, shard):
     """The records rules' wildcards for the shard: its folder ("" or "<folder>/") and file."""
-    folder, _, file = record_name(schema, split, shard).rpartition("/")
-    return {"schema": schema, "folder": f"{folder}/" if folder else "", "file": file}
+    folder, _, file = record_name(ds, schema, split, shard).rpartition("/")
+    return {"ds": ds, "schema": schema, "folder": f"{folder}/" if folder else "", "file": file}
 
 
-def record_shard(schema, split, shard):
-    return f"{RESULTS}/records/{schema}/{record_name(schema, split, shard)}"
+def record_shard(ds, schema, split, shard):
+    return f"{RESULTS}/{ds}records/{schema}/{record_name(ds, schema, split, shard)}"
 
 
 def record_sources():
-    """(schema, name in records/<schema>/) -> (split, shard); two splits that a format
-    names alike (koalarization: val and validation) are a configuration error."""
+    """(dataset folder, schema, name in records/<schema>/) -> (split, shard); two splits
+    that a format names alike (koalarization: val and validation) are a configuration
+    error."""
     sources = {}
-    for schema in SCHEMAS:
-        for split in SPLITS:
-            for shard in shard_ids(split):
-                name = record_name(schema, split, shard)
-                other = sources.setdefault((schema, name), (split, shard))[0]
-                if other != split:
-                    raise WorkflowError(
-                        f"config key 'splits.{split}': schema {schema} names splits "
-                        f"{other} and {split} alike ({name})"
-                    )
+    for ds, spec in DATASETS.items():
+        for schema in spec.config["records"]["schemas"]:
+            for split in spec.splits:
+                for shard in shard_ids(ds, split):
+                    name = record_name(ds, schema, split, shard)
+                    other = sources.setdefault((ds, schema, name), (split, shard))[0]
+                    if other != split:
+                        raise WorkflowError(
+                            f"config key '{spec.key(f'splits.{split}')}': schema {schema} "
+                            f"names splits {other} and {split} alike ({name})"
+                        )
     return sources
 
 
@@ -146,21 +292,42 @@ def record_source(wildcards):
     """(split, shard) of a records file."""
     name = f"{wildcards.folder}{wildcards.file}"
     try:
-        return RECORD_SOURCES[(wildcards.schema, name)]
+        return RECORD_SOURCES[(wildcards.ds, wildcards.schema, name)]
     except KeyError:
         raise ValueError(
-            f"records/{wildcards.schema}/{name} is no shard of this configuration"
+            f"{wildcards.ds}records/{wildcards.schema}/{name} is no shard of this configuration"
         ) from None
 
 
+def download_feeds(ds, split, shard):
+    """URL lists: the source shards (download jobs) whose images a dataset shard holds."""
+    spec = DATASETS[ds]
+    source_shards = SOURCE_SPLITS[spec.splits[split]["from"]]["shards"]
+    if spec.same_as_source(split, source_shards):
+        return [shard]
+    return [f"{i:05d}" for i in _feeds(index_file(downloads_name(spec)))[split][shard]]
+
+
+@functools.cache
+def _feeds(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def resize_inputs(wildcards):
-    """The shard's list; for a URL list also what download_shard fetched."""
-    inputs = {"index": shard_index(wildcards.split, wildcards.shard)}
+    """The shard's list; for a URL list also what download_shard fetched for it, with the
+    source lists that say which URL each downloaded position is."""
+    ds = STAGE_KEYS["resize"][(wildcards.key, wildcards.split)]
+    inputs = {"index": shard_index(ds, wildcards.split, wildcards.shard)}
     if config["source"]["type"] == "urls":
         # paths, not rules.download_shard.output: with --default-storage-provider s3 that
         # is a storage object, which expand() and str.format refuse or lose
-        inputs["downloads"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tar"
-        inputs["download_status"] = f"{RESULTS}/downloads/{wildcards.split}/{wildcards.shard}.tsv"
+        source = DATASETS[ds].splits[wildcards.split]["from"]
+        feeds = download_feeds(ds, wildcards.split, wildcards.shard)
+        where = f"{RESULTS}/downloads/{source}"
+        inputs["downloads"] = [f"{where}/{shard}.tar" for shard in feeds]
+        inputs["download_status"] = [f"{where}/{shard}.tsv" for shard in feeds]
+        inputs["download_index"] = [source_shard_index(source, shard) for shard in feeds]
     return inputs
 
 
@@ -173,16 +340,15 @@ def source_read_params():
     }
 
 
-def embed_params():
+def embed_params(wildcards):
     """What the embeddings depend on (lab_size and in_records do not change them)."""
-    keys = ("model", "weights", "output", "input_size", "batch_size", "seed")
-    return {key: config["embed"][key] for key in keys}
+    return embed_settings(stage_settings("embed")(wildcards))
 
 
 def embed_weights(wildcards):
     """A weights file as an input (a TF checkpoint is several): a changed one re-runs the
     embeddings. None for random weights and Keras' ImageNet download."""
-    weights = config["embed"]["weights"]
+    weights = stage_settings("embed", "embed")(wildcards)["weights"]
     if weights in (None, "imagenet"):
         return {}
     return {"weights": checkpoint_files(weights) or weights}
@@ -194,22 +360,25 @@ def record_inputs(wildcards):
     embed.in_records)."""
     split, shard = record_source(wildcards)
     spec = FORMATS[wildcards.schema]
+    ds = wildcards.ds
     inputs = {
-        "index": shard_index(split, shard),
-        "labels": LABELS_TSV,
-        "tar": f"{RESULTS}/resized/{split}/{shard}.tar",
-        "meta": f"{RESULTS}/resized/{split}/{shard}.meta.tsv",
+        "index": shard_index(ds, split, shard),
+        "labels": dataset_labels(ds),
+        "tar": stage_path(ds, split, "resized", f"{shard}.tar"),
+        "meta": stage_path(ds, split, "resized", f"{shard}.meta.tsv"),
     }
     if "ravel" in spec.needs:
-        inputs["targets"] = f"{RESULTS}/ravel/{split}/{shard}.npy"
-    elif spec.uses_embeddings(config):
-        inputs["embeddings"] = f"{RESULTS}/embed/{split}/{shard}.npy"
+        inputs["targets"] = stage_path(ds, split, "ravel", f"{shard}.npy")
+    elif spec.uses_embeddings(settings(wildcards)):
+        inputs["embeddings"] = stage_path(ds, split, "embed", f"{shard}.npy")
     return inputs
 
 
 def record_n_pins(wildcards):
     """Pins of the ravel targets, for the formats that store them."""
-    return config["ravel"]["pins"] if "ravel" in FORMATS[wildcards.schema].needs else None
+    if "ravel" in FORMATS[wildcards.schema].needs:
+        return settings(wildcards)["ravel"]["pins"]
+    return None
 
 
 def record_mem_mb(wildcards, attempt):
@@ -217,67 +386,118 @@ def record_mem_mb(wildcards, attempt):
     return FORMATS[wildcards.schema].memory_mb * attempt
 
 
-def record_shards(schema, split):
-    return [record_shard(schema, split, shard) for shard in shard_ids(split)]
+def label_base(wildcards):
+    return settings(wildcards)["labels"]["base"]
 
 
-def record_paths(schema):
+def compression(wildcards):
+    return settings(wildcards)["records"]["compression"]
+
+
+def dataset_records(ds):
+    """Every record shard of the dataset: the product (a deleted one is rebuilt, not just
+    re-verified)."""
+    spec = DATASETS[ds]
+    return [
+        record_shard(ds, schema, split, shard)
+        for schema in spec.config["records"]["schemas"]
+        for split in spec.splits
+        for shard in shard_ids(ds, split)
+    ]
+
+
+def record_paths(wildcards):
     """Per split, the shard paths relative to the format's folder, in shard order."""
     return {
-        split: [record_name(schema, split, shard) for shard in shard_ids(split)] for split in SPLITS
+        split: [
+            record_name(wildcards.ds, wildcards.schema, split, s)
+            for s in shard_ids(wildcards.ds, split)
+        ]
+        for split in dataset(wildcards).splits
     }
 
 
-def records_metadata_outputs():
-    """The metadata files of every format's folder (none for compressed TFRecords)."""
+def metadata_outputs(ds):
+    """The metadata files of each of the dataset's format folders (none for compressed
+    TFRecords)."""
+    spec = DATASETS[ds]
+    compression = spec.config["records"]["compression"]
     return [
-        f"{RESULTS}/records/{schema}/{name}"
-        for schema, spec in FORMATS.items()
-        for name in spec.metadata_files(SPLITS, COMPRESSION)
+        f"{RESULTS}/{ds}records/{schema}/{name}"
+        for schema in spec.config["records"]["schemas"]
+        for name in FORMATS[schema].metadata_files(list(spec.splits), compression)
     ]
+
+
+def dataset_outputs(ds):
+    """What building a dataset means: its summary, records and metadata files."""
+    return [*summary_outputs(ds), *metadata_outputs(ds), *dataset_records(ds)]
 
 
 def verify_inputs(wildcards):
     """verify_records' inputs by name: the labels, and per shard `<split>/<shard>/<role>`
     (record, sha256, index, rejects and, where the format writes one, record_index)."""
-    spec = FORMATS[wildcards.schema]
+    ds, spec = wildcards.ds, FORMATS[wildcards.schema]
     # apply_wildcards, not str.format: under --default-storage-provider s3 these are
     # storage objects, which only apply_wildcards fills in with their storage query
-    outputs = rules.records_shard.output
-    inputs = {"labels": LABELS_TSV}
-    for split in SPLITS:
-        for shard in shard_ids(split):
-            made = record_wildcards(wildcards.schema, split, shard)
+    indexed = spec.has_record_index(compression(wildcards))
+    if indexed or not INDEXED_RECORDS:
+        outputs = rules.records_shard.output
+    else:
+        outputs = rules.records_shard_unindexed.output
+    inputs = {"labels": dataset_labels(ds)}
+    for split in dataset(wildcards).splits:
+        for shard in shard_ids(ds, split):
+            made = record_wildcards(ds, wildcards.schema, split, shard)
             inputs[f"{split}/{shard}/record"] = outputs.record.apply_wildcards(made)
             inputs[f"{split}/{shard}/sha256"] = outputs.sha256.apply_wildcards(made)
-            inputs[f"{split}/{shard}/index"] = shard_index(split, shard)
-            inputs[f"{split}/{shard}/rejects"] = f"{RESULTS}/rejects/{split}/{shard}.tsv"
-            if spec.has_record_index(COMPRESSION):
+            inputs[f"{split}/{shard}/index"] = shard_index(ds, split, shard)
+            inputs[f"{split}/{shard}/rejects"] = stage_path(ds, split, "rejects", f"{shard}.tsv")
+            if indexed:
                 inputs[f"{split}/{shard}/record_index"] = outputs.index.apply_wildcards(made)
     return inputs
 
 
 def split_shard_indexes(wildcards):
-    return [shard_index(wildcards.split, shard) for shard in shard_ids(wildcards.split)]
-
-
-def all_rejects():
-    """Every shard's rejects table (resize_shard's output `rejects`; written out here, as
-    expand() refuses the storage object that output is under --default-storage-provider)."""
     return [
-        f"{RESULTS}/rejects/{split}/{shard}.tsv" for split in SPLITS for shard in shard_ids(split)
+        shard_index(wildcards.ds, wildcards.split, shard)
+        for shard in shard_ids(wildcards.ds, wildcards.split)
     ]
 
 
-def summary_outputs():
-    return [f"{RESULTS}/summary.json", f"{RESULTS}/summary.tsv", f"{RESULTS}/rejects.tsv"]
+def summary_inputs(wildcards):
+    """The summary's inputs: every verification, split table and rejects table of the
+    dataset (paths written out: expand() refuses the storage objects that outputs are
+    under --default-storage-provider), and the source's ignored files."""
+    ds, spec = wildcards.ds, dataset(wildcards)
+    return {
+        "verified": [f"{RESULTS}/{ds}verify/{s}.json" for s in spec.config["records"]["schemas"]],
+        "tables": [f"{RESULTS}/{ds}index/{split}.tsv" for split in spec.splits],
+        "rejects": [
+            stage_path(ds, split, "rejects", f"{shard}.tsv")
+            for split in spec.splits
+            for shard in shard_ids(ds, split)
+        ],
+        "ignored": IGNORED_TSV,
+    }
 
 
-def upstream(stage, schema=None):
+def summary_outputs(ds):
+    made = f"{RESULTS}/{ds}"
+    return [f"{made}summary.json", f"{made}summary.tsv", f"{made}rejects.tsv"]
+
+
+def upstream(stage):
     """Digest of the settings a stage's output is made from, its own and upstream ones: a
     params value, so a changed setting re-runs the stage even when the intermediate files
     between (resized tars, ...) are gone."""
-    return upstream_digest(config, stage, schema)
+
+    def digest(wildcards):
+        if stage == "records":
+            return upstream_digest(settings(wildcards), stage, wildcards.schema)
+        return upstream_digest(stage_settings(stage)(wildcards), stage)
+
+    return digest
 
 
 def verify_full():

@@ -1,7 +1,8 @@
-# URL lists only (source.type urls): fetch one shard's images before resizing them.
+# URL lists only (source.type urls): fetch one source shard's images before resizing them;
+# every dataset's resize jobs read these (one download for all datasets).
 rule download_shard:
     input:
-        index=lambda w: shard_index(w.split, w.shard),
+        index=lambda w: source_shard_index(w.split, w.shard),
     output:
         tar=f"{RESULTS}/downloads/{{split}}/{{shard}}.tar",
         status=f"{RESULTS}/downloads/{{split}}/{{shard}}.tsv",

@@ -1,11 +1,13 @@
+# The dataset's member table per split (results/<dataset>/index/<split>.tsv): where each
+# image is, its label and text, its shard and place; what a paper cites.
 rule index_table:
     input:
         shards=split_shard_indexes,
-        labels=LABELS_TSV,
+        labels=lambda w: dataset_labels(w.ds),
     output:
-        f"{RESULTS}/index/{{split}}.tsv",
+        f"{RESULTS}/{{ds}}index/{{split}}.tsv",
     log:
-        f"{RESULTS}/logs/index_table/{{split}}.log",
+        f"{RESULTS}/logs/index_table/{{ds}}{{split}}.log",
     conda:
         "../envs/index.yaml"
     script:

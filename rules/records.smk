@@ -12,16 +12,16 @@ rule records_shard:
         unpack(record_inputs),
     output:
         **(
-            {"index": f"{RESULTS}/records/{{schema}}/{{folder}}idx/{{file}}.idx"}
-            if INDEXED_SCHEMAS
+            {"index": f"{RESULTS}/{{ds}}records/{{schema}}/{{folder}}idx/{{file}}.idx"}
+            if INDEXED_RECORDS
             else {}
         ),
-        record=f"{RESULTS}/records/{{schema}}/{{folder}}{{file}}",
-        sha256=f"{RESULTS}/checksums/records/{{schema}}/{{folder}}{{file}}.sha256",
+        record=f"{RESULTS}/{{ds}}records/{{schema}}/{{folder}}{{file}}",
+        sha256=f"{RESULTS}/{{ds}}checksums/records/{{schema}}/{{folder}}{{file}}.sha256",
     log:
-        f"{RESULTS}/logs/records/{{schema}}/{{folder}}{{file}}.log",
+        f"{RESULTS}/logs/records/{{ds}}{{schema}}/{{folder}}{{file}}.log",
     wildcard_constraints:
-        schema="|".join(INDEXED_SCHEMAS or SCHEMAS),
+        ds=INDEXED_RECORDS or UNINDEXED_RECORDS,
         folder=r"(?:[^/]+/)?",
         file=RECORD_FILE,
     conda:
@@ -31,23 +31,24 @@ rule records_shard:
         mem_mb=record_mem_mb,
     params:
         schema=lambda w: w.schema,
-        compression=COMPRESSION,
-        label_base=config["labels"]["base"],
+        compression=compression,
+        label_base=label_base,
         n_pins=record_n_pins,
-        upstream=lambda w: upstream("records", w.schema),
+        upstream=upstream("records"),
     script:
         "../scripts/records_shard.py"
 
 
-# Formats whose shards get no index file, beside formats whose shards do: the same rule
-# without the `index` output.
-if INDEXED_SCHEMAS and UNINDEXED_SCHEMAS:
+# Shards that get no index file (a format without one, or a compressed TFRecord), beside
+# shards that do: the same rule without the `index` output; `ds` says which (its
+# constraint looks ahead at records/<schema>/, see dataset_schemas).
+if INDEXED_RECORDS and UNINDEXED_RECORDS:
 
     use rule records_shard as records_shard_unindexed with:
         output:
-            record=f"{RESULTS}/records/{{schema}}/{{folder}}{{file}}",
-            sha256=f"{RESULTS}/checksums/records/{{schema}}/{{folder}}{{file}}.sha256",
+            record=f"{RESULTS}/{{ds}}records/{{schema}}/{{folder}}{{file}}",
+            sha256=f"{RESULTS}/{{ds}}checksums/records/{{schema}}/{{folder}}{{file}}.sha256",
         wildcard_constraints:
-            schema="|".join(UNINDEXED_SCHEMAS),
+            ds=UNINDEXED_RECORDS,
             folder=r"(?:[^/]+/)?",
             file=RECORD_FILE,

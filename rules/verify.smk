@@ -2,35 +2,33 @@ rule verify_records:
     input:
         unpack(verify_inputs),
     output:
-        f"{RESULTS}/verify/{{schema}}.json",
+        f"{RESULTS}/{{ds}}verify/{{schema}}.json",
     log:
-        f"{RESULTS}/logs/verify/{{schema}}.log",
+        f"{RESULTS}/logs/verify/{{ds}}{{schema}}.log",
     conda:
         "../envs/verify.yaml"
     threads: stage_threads("verify")
     params:
-        compression=COMPRESSION,
-        label_base=config["labels"]["base"],
-        cache=f"{RESULTS}/verify/{{schema}}.cache",
-        upstream=lambda w: upstream("records", w.schema),
+        compression=compression,
+        label_base=label_base,
+        cache=f"{RESULTS}/{{ds}}verify/{{schema}}.cache",
+        upstream=upstream("records"),
         full=verify_full(),
-        reports=summary_outputs(),
+        reports=lambda w: summary_outputs(w.ds),
     script:
         "../scripts/verify_records.py"
 
 
+# One per dataset: its splits, records, rejects and the source's ignored files.
 rule summary:
     input:
-        verified=expand(f"{RESULTS}/verify/{{schema}}.json", schema=SCHEMAS),
-        tables=expand(f"{RESULTS}/index/{{split}}.tsv", split=SPLITS),
-        rejects=all_rejects(),
-        ignored=IGNORED_TSV,
+        unpack(summary_inputs),
     output:
-        json=f"{RESULTS}/summary.json",
-        tsv=f"{RESULTS}/summary.tsv",
-        rejects=f"{RESULTS}/rejects.tsv",
+        json=f"{RESULTS}/{{ds}}summary.json",
+        tsv=f"{RESULTS}/{{ds}}summary.tsv",
+        rejects=f"{RESULTS}/{{ds}}rejects.tsv",
     log:
-        f"{RESULTS}/logs/summary.log",
+        f"{RESULTS}/logs/summary/{{ds}}summary.log",
     conda:
         "../envs/index.yaml"
     script:
@@ -44,19 +42,19 @@ rule summary:
 rule records_metadata:
     input:
         verified=rules.verify_records.output[0],
-        labels=LABELS_TSV,
+        labels=lambda w: dataset_labels(w.ds),
     output:
-        f"{RESULTS}/records/{{schema}}/{{metafile}}",
+        f"{RESULTS}/{{ds}}records/{{schema}}/{{metafile}}",
     log:
-        f"{RESULTS}/logs/records_metadata/{{schema}}/{{metafile}}.log",
+        f"{RESULTS}/logs/records_metadata/{{ds}}{{schema}}/{{metafile}}.log",
     wildcard_constraints:
         metafile=METADATA_FILE,
     conda:
         "../envs/records.yaml"
     params:
-        record_paths=lambda w: record_paths(w.schema),
-        label_base=config["labels"]["base"],
+        record_paths=record_paths,
+        label_base=label_base,
         # only what the format's metadata depends on: a change re-runs just those files
-        settings=lambda w: FORMATS[w.schema].metadata_settings(config),
+        settings=lambda w: FORMATS[w.schema].metadata_settings(settings(w)),
     script:
         "../scripts/records_metadata.py"

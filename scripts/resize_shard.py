@@ -10,9 +10,17 @@ with rule_log(snakemake):
     members = read_shard_index(snakemake.input.index)
     downloads = None
     if snakemake.input.get("downloads"):
-        from imgprep.stages.download import read_downloads
+        from imgprep.stages.download import downloads_for
 
-        downloads = read_downloads(snakemake.input.downloads, snakemake.input.download_status)
+        downloads = downloads_for(
+            list(members["path"]),
+            zip(
+                snakemake.input.downloads,
+                snakemake.input.download_status,
+                snakemake.input.download_index,
+                strict=True,
+            ),
+        )
     resized, rejected = resize_shard(
         list(zip(members["path"], members["offset"], members["size"], strict=True)),
         ResizeParams.from_config(snakemake.params.resize),

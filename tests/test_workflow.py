@@ -18,12 +18,19 @@ from helpers import REPO, SAMPLE
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
-def write_config(workdir: Path, **overrides) -> Path:
+def write_config(workdir: Path, datasets: bool = False, **overrides) -> Path:
+    """config.yaml for the sample copied into ``workdir``. Without ``datasets``: as one
+    dataset (imagenet + dlbs records in results/records/, the layout of a config without
+    `datasets:`), whose records are byte for byte those of config.yaml's imagenet and dlbs
+    datasets (tests/test_datasets.py checks that); ``overrides`` set its sections."""
     with open(REPO / "config.yaml") as handle:
         config = yaml.safe_load(handle)
     # relative to the working directory: a copied workdir is an exact clone
     config["source"]["root"] = "sample"
     config["labels"]["synsets"] = "sample/synsets.txt"
+    if not datasets:
+        del config["datasets"]
+        config["records"]["schemas"] = ["imagenet", "dlbs"]
     for section, values in overrides.items():
         config.setdefault(section, {}).update(values)
     path = workdir / "config.yaml"
@@ -63,10 +70,10 @@ def record_hashes(workdir: Path) -> dict[str, str]:
     }
 
 
-def new_workdir(base: Path) -> Path:
+def new_workdir(base: Path, datasets: bool = False) -> Path:
     base.mkdir(parents=True)
     shutil.copytree(SAMPLE, base / "sample")
-    write_config(base)
+    write_config(base, datasets=datasets)
     return base
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from imgprep import slim, sources
+from imgprep.datasets import dataset_list
 from imgprep.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
@@ -104,11 +105,16 @@ def _check_semantics(config: dict) -> None:
     """Rules a JSON schema cannot say well."""
     sources.check(config)  # the source type's own rules (imgprep.sources.<type>.check)
     sources.fill_defaults(config)
-    _check_formats(config)  # each record format's own rules (imgprep.formats.<name>)
     for key in ("file", "synsets"):
         value = config["labels"][key]
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"config key 'labels.{key}': file not found: {value}")
+    # each record format's own rules (imgprep.formats.<name>), over each dataset's
+    # effective configuration; the top-level sections alone are only defaults then
+    if config.get("datasets"):
+        dataset_list(config, check=_check_formats)
+    else:
+        _check_formats(config)
 
 
 def _check_formats(config: dict) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from imgprep import sources
 from imgprep.atomic import write_bytes_if_changed
+from imgprep.datasets import dataset_list
+from imgprep.datasets.selection import plan_files
 from imgprep.errors import ConfigError
 from imgprep.files.tables import (
     IGNORED_COLUMNS,
@@ -48,6 +50,10 @@ class ScanResult:
     shards: dict[str, list[list[str]]]
     ignored: list[tuple[str, str]]
     labels: list[tuple[int, int, str, str]]
+    # per split, (slot, order, line, class) of every image: what datasets place from
+    placed: dict[str, list[tuple[int, bytes, str, str]]] = field(default_factory=dict)
+    # index file name -> content of the datasets' own lists (imgprep.datasets.selection)
+    dataset_files: dict[str, bytes] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     # index file name (train/00001.tsv, labels.tsv) -> the private copy a dry run plans
@@ -63,6 +69,9 @@ class ScanResult:
 
 def shard_name(shard: int) -> str:
     return f"{shard:05d}"
+
+
+DATASETS = "datasets"  # index/datasets/<name>/: each dataset's own planned lists
 
 
 def index_dir(results) -> Path:
@@ -95,8 +104,13 @@ def scan(config: dict) -> ScanResult:
     shards: dict[str, list[list]] = {
         name: [[] for _ in range(split["shards"])] for name, split in splits.items()
     }
-    for split, shard, order, row in found.rows:
-        shards[split][shard].append((order, row.line()))  # ties: by line, as always
+    # what datasets place from (imgprep.datasets.selection); kept only when there are any
+    placed: dict[str, list] = {name: [] for name in splits} if config.get("datasets") else {}
+    for split, slot, order, row in found.rows:
+        line = row.line()
+        shards[split][slot % splits[split]["shards"]].append((order, line))  # ties: by line
+        if placed:
+            placed[split].append((slot, order, line, row.cls))
     for name, lists in shards.items():
         if not any(lists):
             image_extensions = ", ".join(sorted(source_extensions(config)))
@@ -110,7 +124,7 @@ def scan(config: dict) -> ScanResult:
 
     labels = build_label_map(config, sorted(found.classes))
     ignored = sorted(found.ignored)
-    return ScanResult(shards, ignored, labels, seconds=time.perf_counter() - started)
+    return ScanResult(shards, ignored, labels, placed, seconds=time.perf_counter() - started)
 
 
 def read_synsets(path) -> dict[str, str]:
@@ -151,6 +165,7 @@ def _index_files(result: ScanResult):
     yield labels_path("").name, table_bytes(LABEL_COLUMNS, result.labels)
     ignored = [(shown(path), shown(reason)) for path, reason in result.ignored]
     yield ignored_path("").name, table_bytes(IGNORED_COLUMNS, ignored)
+    yield from result.dataset_files.items()
 
 
 def _holds(path: Path, data: bytes) -> bool:
@@ -173,6 +188,11 @@ def write_index(config: dict, result: ScanResult) -> ScanResult:
             if stale.name not in wanted:
                 stale.unlink()
                 changed.append(f"{split}/{stale.name} (removed)")
+    for stale in sorted((folder / DATASETS).rglob("*.*")):
+        name = stale.relative_to(folder).as_posix()
+        if name not in result.dataset_files:
+            stale.unlink()
+            changed.append(f"{name} (removed)")
     result.changed = changed
     return result
 
@@ -240,6 +260,8 @@ def update_index(config: dict, log=sys.stderr, dryrun: bool = False) -> ScanResu
     """
     results = config["results"]
     result = scan(config)
+    for dataset in dataset_list(config) if config.get("datasets") else ():
+        result.dataset_files.update(plan_files(dataset, config, result))
     role = "dry-run" if dryrun else "build"
     fd = _lock_index(results, role)
     deadline = time.monotonic() + 60

@@ -10,31 +10,33 @@ __all__ = ["failure_report", "success_report"]
 _MTIME_SLACK_S = 2.0
 
 
-def success_report(results, started: float) -> str:
-    """The summary table, aligned, if this run (started at ``started``, epoch seconds)
-    wrote it; "" otherwise (a run of other targets leaves an older summary alone)."""
-    results = Path(results)
-    table = results / "summary.tsv"
-    try:
-        if table.stat().st_mtime < started - _MTIME_SLACK_S:
-            return ""
-        rows = [line.split("\t") for line in table.read_text().splitlines() if line]
-    except (FileNotFoundError, NotADirectoryError):
-        return ""
-    if not rows:
-        return ""
-    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        for row in rows
-    ]
-    return "\n".join(
-        [
+def success_report(folders, started: float) -> str:
+    """The summary table of each dataset folder whose summary this run (started at
+    ``started``, epoch seconds) wrote, aligned; "" if none (a run of other targets leaves
+    older summaries alone)."""
+    parts = []
+    for folder in folders:
+        folder = Path(folder)
+        table = folder / "summary.tsv"
+        try:
+            if table.stat().st_mtime < started - _MTIME_SLACK_S:
+                continue
+            rows = [line.split("\t") for line in table.read_text().splitlines() if line]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not rows:
+            continue
+        widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+            for row in rows
+        ]
+        parts += [
             f"imgprep: finished; {table}:",
             *lines,
-            f"rejected images and their reasons: {results / 'rejects.tsv'}",
+            f"rejected images and their reasons: {folder / 'rejects.tsv'}",
         ]
-    )
+    return "\n".join(parts)
 
 
 def failure_report(results, snakemake_log) -> str:

@@ -1,7 +1,8 @@
 """What every source's scan shares: the placement hash, the name filters, the split plans.
 
-A scan yields ``Placed`` rows (split, shard, order, typed ``IndexRow``); the index sorts
-them into shard lists. Only the standard library: the scan runs at workflow parse time.
+A scan yields ``Placed`` rows (split, slot, order, typed ``IndexRow``); the index sorts
+them into shard lists (shard = slot % shards: the source's, or a dataset's own count).
+Only the standard library: the scan runs at workflow parse time.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from imgprep.sourcefile import (
     shown,
 )
 
-# (split, cumulative fraction, shards) per split: where a placement hash may send a key
-Plan = tuple[tuple[str, float, int], ...]
+# (split, cumulative fraction) per split: where a placement hash may send a key
+Plan = tuple[tuple[str, float], ...]
 
 
-# An index row and where it goes: split, shard, and its sort key inside the shard. A
+# An index row and where it goes: split, slot (a 64-bit number; its shard in a split of n
+# shards is slot % n), and its sort key inside the shard. A
 # plain tuple, not a NamedTuple: a scan makes one per image (1.28M), and a class-folder
 # walk pickles them back from its worker processes.
 Placed = tuple[str, int, bytes, IndexRow]
@@ -52,9 +54,10 @@ class Found(NamedTuple):
 
 def placer(seed: int):
     """Place an image by a 24-byte keyed hash of its key (its path relative to the split
-    folder, or as the manifest writes it): bytes 0-8 pick the shard, 8-16 the order inside
-    it, 16-24 the split when splits are fractions. Keyed by the seed and independent of
-    every other image, so one change moves nothing else."""
+    folder, or as the manifest writes it): bytes 0-8 are the slot (the shard is the slot
+    modulo the shard count, so every dataset with its own count places from the same
+    digest), 8-16 the order inside it, 16-24 the split when splits are fractions. Keyed by
+    the seed and independent of every other image, so one change moves nothing else."""
     keyed = hashlib.blake2b(digest_size=24, key=str(seed).encode())
     from_bytes = int.from_bytes
 
@@ -62,30 +65,30 @@ def placer(seed: int):
         state = keyed.copy()
         state.update(key.encode("utf-8", "surrogateescape"))
         digest = state.digest()
-        split, _, nshards = plan[0]
+        split = plan[0][0]
         if len(plan) > 1:
             u = from_bytes(digest[16:24], "little") / 2.0**64
-            split, _, nshards = next((p for p in plan if u < p[1]), plan[-1])
-        return split, from_bytes(digest[:8], "little") % nshards, digest[8:16]
+            split = next((p for p in plan if u < p[1]), plan[-1])[0]
+        return split, from_bytes(digest[:8], "little"), digest[8:16]
 
     return place
 
 
 def fraction_plan(splits: dict) -> Plan:
-    """(split, cumulative fraction, shards) in name order, for hash-drawn splits; the
+    """(split, cumulative fraction) in name order, for hash-drawn splits; the
     fractions must add up to 1 (every image lands in one split)."""
     plan, bound = [], 0.0
     for name in sorted(splits):
         bound += splits[name]["fraction"]
-        plan.append((name, bound, splits[name]["shards"]))
+        plan.append((name, bound))
     if not math.isclose(bound, 1.0, abs_tol=1e-9):
         raise ConfigError(f"config key 'splits.*.fraction': the fractions add up to {bound}, not 1")
     return tuple(plan)
 
 
-def single_plan(config: dict, split: str) -> Plan:
-    """Every key of this split goes to it; the hash picks only shard and order."""
-    return ((split, 1.0, config["splits"][split]["shards"]),)
+def single_plan(split: str) -> Plan:
+    """Every key of this split goes to it; the hash picks only slot and order."""
+    return ((split, 1.0),)
 
 
 def only(split: dict, name: str, allowed: tuple, why: str) -> None:
@@ -226,6 +229,6 @@ def with_boxes(rows: list[Placed], boxes: dict[str, RawBoxes]) -> list[Placed]:
     if not boxes:
         return rows
     return [
-        (split, shard, order, row._replace(boxes=box_text(boxes, row.path)))
-        for split, shard, order, row in rows
+        (split, slot, order, row._replace(boxes=box_text(boxes, row.path)))
+        for split, slot, order, row in rows
     ]

@@ -83,7 +83,7 @@ def scan(config: dict, cache: Path) -> Found:
                 raise ConfigError(f"config key 'splits.{name}.dir': folder not found: {folder}")
             with listing(f"splits.{name}.dir"):
                 found, skipped, found_classes = index_tree(
-                    folder, image_extensions, seed, single_plan(config, name)
+                    folder, image_extensions, seed, single_plan(name)
                 )
             prefix = folder.relative_to(root).as_posix()
             rows.extend(with_boxes(found, voc_boxes.split_boxes(config, name, cache, ignored)))
@@ -108,8 +108,8 @@ def _index_folder(task: tuple) -> tuple[list[Placed], list]:
     place = placer(seed)
     rows = []
     for relpath, size, mtime_ns in found:
-        split, shard, order = place(relpath, plan)
-        rows.append((split, shard, order, IndexRow(f"{base}/{relpath}", cls, size, mtime_ns)))
+        split, slot, order = place(relpath, plan)
+        rows.append((split, slot, order, IndexRow(f"{base}/{relpath}", cls, size, mtime_ns)))
     return rows, ignored
 
 

@@ -96,10 +96,10 @@ def scan(config: dict, cache: Path) -> Found:
         else:
             labels = dict.fromkeys((m.name for m in images), "")
         boxes = voc_boxes.split_boxes(config, split, cache, ignored)
-        plan = single_plan(config, split)
+        plan = single_plan(split)
         for member in images:
             cls = labels[member.name]
-            _, shard, order = place(member.name, plan)
+            _, slot, order = place(member.name, plan)
             row = IndexRow(
                 f"{tar}{MEMBER_SEPARATOR}{member.name}",
                 cls,
@@ -108,7 +108,7 @@ def scan(config: dict, cache: Path) -> Found:
                 member.offset,
                 box_text(boxes, member.name),
             )
-            rows.append((split, shard, order, row))
+            rows.append((split, slot, order, row))
             if cls:
                 classes.add(cls)
     return Found(rows, ignored, classes, root)

@@ -71,7 +71,7 @@ def _scan(config: dict) -> Found:
         if not folder.is_dir():
             raise ConfigError(f"config key 'source.root': no {folder.relative_to(root)} in {root}")
     if "train" in splits:
-        plan = single_plan(config, "train")
+        plan = single_plan("train")
         found, skipped, classes = index_tree(data / "train", image_extensions, seed, plan)
         solution = root / "LOC_train_solution.csv"
         if with_kaggle_boxes and solution.is_file():
@@ -104,7 +104,7 @@ def _scan(config: dict) -> Found:
 def _index_flat(folder: Path, split: str, config, image_extensions, labels, ignored, why=""):
     """A flat folder of one split; ``labels`` maps file stems to classes (None: unlabelled);
     an image without a label is ignored for the reason ``why``."""
-    place, plan = placer(config["seed"]), single_plan(config, split)
+    place, plan = placer(config["seed"]), single_plan(split)
     rows = []
     names = sorted(os.listdir(folder))
     for where, path, stat in entries(str(folder), f"{folder.name}/", ignored, names):
@@ -118,9 +118,9 @@ def _index_flat(folder: Path, split: str, config, image_extensions, labels, igno
             ignored.append((where, why))
         else:
             cls = labels[stem] if labels is not None else ""
-            _, shard, order = place(where, plan)
+            _, slot, order = place(where, plan)
             row = IndexRow(path, cls, stat.st_size, stat.st_mtime_ns)
-            rows.append((split, shard, order, row))
+            rows.append((split, slot, order, row))
     return rows
 
 

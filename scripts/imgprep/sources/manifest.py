@@ -64,7 +64,7 @@ def _read_manifest(manifest: Path, base: Path, delimiter: str, splits: dict, pla
                 f"config key 'splits.{missing}.fraction' is required: {manifest} has no "
                 "split column"
             )
-        plans = {name: ((name, 1.0, split["shards"]),) for name, split in splits.items()}
+        plans = {name: ((name, 1.0),) for name in splits}
         drawn = None if has_split else fraction_plan(splits)
         for number, row in enumerate(reader, start=2):
             where = f"{manifest.name}:{number}"
@@ -88,7 +88,7 @@ def _read_manifest(manifest: Path, base: Path, delimiter: str, splits: dict, pla
                 size, mtime_ns = stat.st_size, stat.st_mtime_ns
             except OSError:
                 size, mtime_ns = -1, 0
-            split, shard, order = place(path, plans[split] if has_split else drawn)
-            rows.append((split, shard, order, IndexRow(full, label, size, mtime_ns)))
+            split, slot, order = place(path, plans[split] if has_split else drawn)
+            rows.append((split, slot, order, IndexRow(full, label, size, mtime_ns)))
             classes.add(label)
     return rows, ignored, classes

@@ -73,9 +73,9 @@ def _index_tree(url: str, image_extensions, place, plan) -> tuple[list, list, se
         for cls, (found, skipped) in zip(classes, listed, strict=True):
             ignored += skipped
             for relpath, size, mtime_ns in found:
-                split, shard, order = place(relpath, plan)
+                split, slot, order = place(relpath, plan)
                 row = IndexRow(f"{url}/{relpath}", cls, size, mtime_ns)
-                rows.append((split, shard, order, row))
+                rows.append((split, slot, order, row))
             if found:
                 found_classes.add(cls)
     return rows, ignored, found_classes
@@ -90,9 +90,7 @@ def _index_folders(root: str, config: dict) -> tuple[list, list, set]:
     for name, split in splits.items():
         folder = split.get("dir", name)
         url = f"{root}/{folder}"
-        found, skipped, found_classes = _index_tree(
-            url, image_extensions, place, single_plan(config, name)
-        )
+        found, skipped, found_classes = _index_tree(url, image_extensions, place, single_plan(name))
         if not found and not skipped:
             raise ConfigError(f"config key 'splits.{name}.dir': nothing found under {url}/")
         rows += found

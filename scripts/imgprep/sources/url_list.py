@@ -44,8 +44,8 @@ def scan(config: dict, cache: Path) -> Found:
     place, plan = placer(config["seed"]), fraction_plan(config["splits"])
     rows, classes = [], set()
     for entry in entries:
-        split, shard, order = place(entry.key, plan)
-        rows.append((split, shard, order, IndexRow(entry.url, entry.wnid)))
+        split, slot, order = place(entry.key, plan)
+        rows.append((split, slot, order, IndexRow(entry.url, entry.wnid)))
         if entry.wnid:
             classes.add(entry.wnid)
     return Found(rows, ignored, classes, path)

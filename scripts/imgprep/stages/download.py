@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from imgprep.atomic import atomic_write
-from imgprep.files.tables import STATUS_COLUMNS, TEXT, clean
+from imgprep.files.tables import INDEX_COLUMNS, INDEX_INTS, STATUS_COLUMNS, TEXT, clean, read_tsv
 from imgprep.files.tars import reproducible_tar_info
 from imgprep.http import Connections, fetch, is_refusal, short_error
 from imgprep.sections import require_keys
@@ -304,6 +304,22 @@ def read_downloads(tar_path, status_path) -> dict[int, bytes | str]:
     if missing:
         raise ValueError(f"{tar_path}: no member for ok positions {missing[:5]}")
     return dict(sorted(results.items()))
+
+
+def downloads_for(urls: list[str], fetched) -> dict[int, bytes | str]:
+    """{position in ``urls``: bytes, or the failure reason} from the download jobs that
+    fetched them: ``fetched`` yields (tar, status, source shard list) of each. A dataset
+    shard draws from the source shards its images hash to; a URL the list holds twice
+    has one download."""
+    by_url: dict[str, bytes | str] = {}
+    for tar_path, status_path, index_path in fetched:
+        source_urls = list(read_tsv(index_path, INDEX_COLUMNS, ints=INDEX_INTS)["path"])
+        for position, result in read_downloads(tar_path, status_path).items():
+            by_url[source_urls[position]] = result
+    missing = [url for url in urls if url not in by_url]
+    if missing:
+        raise ValueError(f"{len(missing)} URL(s) in no download of this shard: {missing[:3]}")
+    return {position: by_url[url] for position, url in enumerate(urls)}
 
 
 class _Progress:
