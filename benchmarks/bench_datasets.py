@@ -19,12 +19,14 @@ once under --root and reused), and the same files as a URL list (source.type url
 fall11_urls.txt lines) served by a local HTTP server this script starts (127.0.0.1,
 random port, --delay per request to stand in for the network, a bounded life; stopped
 by its PID at the end). The record files of each dataset must come out byte-identical
-both ways. Target: one run <= 0.75 x the sum of the three.
+both ways. Each run's wall and CPU seconds (Snakemake and every job it ran; the CPU is
+less skewed by other work on the machine) and job seconds per rule (Snakemake's
+benchmark files) are reported. Target: one run's wall <= 0.75 x the sum of the three.
 
     .venv/bin/python benchmarks/bench_datasets.py [--images 2000] [--root DIR] [--full-ravel]
 
-Prints a table and writes benchmarks/out/datasets.json; exits 1 if a ratio misses the
-target or the records differ.
+Prints a table and writes benchmarks/out/datasets.json; exits 1 if a wall ratio misses
+the target or the records differ.
 """
 
 from __future__ import annotations
