@@ -32,7 +32,7 @@ SOURCE_LABEL_BASE = config["labels"]["base"]
 # folder ("" without `datasets:`, else "<name>/") -> Dataset: its effective configuration
 # (imgprep.datasets) is what every rule of that dataset reads
 DATASETS = {dataset.folder: dataset for dataset in dataset_list(config)}
-# every split any rule names: the source's (index, downloads) and the datasets' own
+# every split named anywhere: the source's (index, downloads) and the datasets' own
 SPLITS = list(dict.fromkeys([*SOURCE_SPLITS, *(s for d in DATASETS.values() for s in d.splits)]))
 SCHEMAS = list(dict.fromkeys(s for d in DATASETS.values() for s in d.config["records"]["schemas"]))
 FORMATS = {schema: get_format(schema) for schema in SCHEMAS}
