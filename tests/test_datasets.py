@@ -206,6 +206,20 @@ def test_a_dataset_is_a_target(tmp_path):
     assert all("results/imagenet/" not in p and "results/tangler/" not in p for p in outputs)
 
 
+def test_one_format_compressed_in_one_dataset_and_not_in_another(tmp_path):
+    """Whether a shard gets an index file depends on the format and the dataset's
+    compression together: imagenet shards get one in one dataset, none in the other."""
+    work = new_workdir(tmp_path / "c", datasets=True)
+    packed = {"preset": "tfds", "records": {"compression": "gzip"}}
+    set_datasets(work, lambda d: d.update({"packed": packed}))
+    jobs = planned_outputs(work, "imagenet", "packed")
+    indexed = [p for p in jobs["records_shard"] if p.endswith(".idx")]
+    assert len(indexed) == 6 and all("results/imagenet/" in p for p in indexed)
+    unindexed = [p for p in jobs["records_shard_unindexed"] if "/checksums/" not in p]
+    assert len(unindexed) == 6 and all("results/packed/records/imagenet/" in p for p in unindexed)
+    assert not [p for p in jobs.get("records_metadata", []) if "results/packed/" in p]
+
+
 # -- selection ---------------------------------------------------------------------------
 
 
