@@ -32,7 +32,7 @@ SOURCE_LABEL_BASE = config["labels"]["base"]
 # folder ("" without `datasets:`, else "<name>/") -> Dataset: its effective configuration
 # (imgprep.datasets) is what every rule of that dataset reads
 DATASETS = {dataset.folder: dataset for dataset in dataset_list(config)}
-# every split any rule names: the source's (index, downloads) and the datasets' own
+# every split named anywhere: the source's (index, downloads) and the datasets' own
 SPLITS = list(dict.fromkeys([*SOURCE_SPLITS, *(s for d in DATASETS.values() for s in d.splits)]))
 SCHEMAS = list(dict.fromkeys(s for d in DATASETS.values() for s in d.config["records"]["schemas"]))
 FORMATS = {schema: get_format(schema) for schema in SCHEMAS}
@@ -178,6 +178,7 @@ def members_origin(ds, split):
     return "source" if spec.same_as_source(split, source_shards) else spec.name
 
 
+@functools.cache  # called for every job's inputs: the digest once per dataset split
 def stage_key(ds, split, stage):
     """The folder (under results/<stage>/, <stage> resized, ravel or embed) of a dataset
     split's per-shard outputs: "" without `datasets:`, else a digest of what they are made
@@ -494,10 +495,20 @@ def upstream(stage):
 
     def digest(wildcards):
         if stage == "records":
-            return upstream_digest(settings(wildcards), stage, wildcards.schema)
-        return upstream_digest(stage_settings(stage)(wildcards), stage)
+            return _records_digest(wildcards.ds, wildcards.schema)
+        return _stage_digest(STAGE_KEYS[stage][(wildcards.key, wildcards.split)], stage)
 
     return digest
+
+
+@functools.cache
+def _records_digest(ds, schema):
+    return upstream_digest(DATASETS[ds].config, "records", schema)
+
+
+@functools.cache
+def _stage_digest(ds, stage):
+    return upstream_digest(DATASETS[ds].config, stage)
 
 
 def verify_full():

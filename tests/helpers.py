@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import subprocess
@@ -69,3 +70,19 @@ def copy_checkout(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target, follow_symlinks=False)
     return dest
+
+
+@contextlib.contextmanager
+def dataset_folders(work: Path, *names: str):
+    """``results/<name>`` for each name, a link to ``results/`` itself, while the block
+    runs: a run of a config without ``datasets:`` holds in ``results/records/`` what a
+    dataset ``<name>`` holds in ``results/<name>/records/``, the paths the README's
+    loading snippets use (config.yaml's imagenet dataset, the koalarization one)."""
+    links = [work / "results" / name for name in names]
+    for link in links:
+        link.symlink_to(".")
+    try:
+        yield
+    finally:
+        for link in links:
+            link.unlink()

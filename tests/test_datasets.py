@@ -134,14 +134,18 @@ def test_the_tangler_dataset_reads_with_tanglers_reader(built):
 
 # tangler's shards as the default config makes them (string art bit-exact): a change
 # here changes every Tangler dataset built before
-TANGLER_SHA256 = {
-    "train/tangle_00001-of-00004.tfrecord": "61eea6ba1def80836acf365f6f16001237259eccc238e763c0ce069542e6dc56",
-    "train/tangle_00002-of-00004.tfrecord": "4d3d350ed328802baef5563daf327185ed42177d47d804a62c4eec7bf4d912f5",
-    "train/tangle_00003-of-00004.tfrecord": "6b0e4775fee6f9814c60d227e7bca84c33ac4b79a1e83c7c8a2f2ae3d1236712",
-    "train/tangle_00004-of-00004.tfrecord": "68f5a1c78e72367042103e4f8251ffc0fb47ee092eb847529690f772be27a8a7",
-    "validation/tangle_00001-of-00002.tfrecord": "377bafcc89083c333094867f5e80f8801152dc839d3c130b3a83521e602625c7",
-    "validation/tangle_00002-of-00002.tfrecord": "f271c5d650b3cfe5145e4bc5e30d74724ce95a9e5bf9c659e9a0510f97192d37",
-}
+TANGLER_SHA256 = dict(
+    line.split()[::-1]
+    for line in """
+61eea6ba1def80836acf365f6f16001237259eccc238e763c0ce069542e6dc56  train/tangle_00001-of-00004.tfrecord
+4d3d350ed328802baef5563daf327185ed42177d47d804a62c4eec7bf4d912f5  train/tangle_00002-of-00004.tfrecord
+6b0e4775fee6f9814c60d227e7bca84c33ac4b79a1e83c7c8a2f2ae3d1236712  train/tangle_00003-of-00004.tfrecord
+68f5a1c78e72367042103e4f8251ffc0fb47ee092eb847529690f772be27a8a7  train/tangle_00004-of-00004.tfrecord
+377bafcc89083c333094867f5e80f8801152dc839d3c130b3a83521e602625c7  validation/tangle_00001-of-00002.tfrecord
+f271c5d650b3cfe5145e4bc5e30d74724ce95a9e5bf9c659e9a0510f97192d37  validation/tangle_00002-of-00002.tfrecord
+""".splitlines()
+    if line
+)
 
 
 def test_tangler_records_are_pinned(built):
@@ -202,6 +206,20 @@ def test_a_dataset_is_a_target(tmp_path):
     assert all("results/imagenet/" not in p and "results/tangler/" not in p for p in outputs)
 
 
+def test_one_format_compressed_in_one_dataset_and_not_in_another(tmp_path):
+    """Whether a shard gets an index file depends on the format and the dataset's
+    compression together: imagenet shards get one in one dataset, none in the other."""
+    work = new_workdir(tmp_path / "c", datasets=True)
+    packed = {"preset": "tfds", "records": {"compression": "gzip"}}
+    set_datasets(work, lambda d: d.update({"packed": packed}))
+    jobs = planned_outputs(work, "imagenet", "packed")
+    indexed = [p for p in jobs["records_shard"] if p.endswith(".idx")]
+    assert len(indexed) == 6 and all("results/imagenet/" in p for p in indexed)
+    unindexed = [p for p in jobs["records_shard_unindexed"] if "/checksums/" not in p]
+    assert len(unindexed) == 6 and all("results/packed/records/imagenet/" in p for p in unindexed)
+    assert not [p for p in jobs.get("records_metadata", []) if "results/packed/" in p]
+
+
 # -- selection ---------------------------------------------------------------------------
 
 
@@ -246,7 +264,8 @@ SUBSET = {
 
 
 def test_selection_takes_classes_fractions_and_a_disjoint_holdout(tmp_path):
-    config = selection_config(tmp_path, {"sub": SUBSET, "every": {"preset": "tfds"}})
+    one = {"splits": {"train": {"count": 2, "per_class": True}}}
+    config = selection_config(tmp_path, {"sub": SUBSET, "every": {"preset": "tfds"}, "one": one})
     got = planned(config)
     sub, every = got["sub"], got["every"]
     classes = {p.split("/")[-2] for split in sub.values() for p in split}
@@ -259,6 +278,10 @@ def test_selection_takes_classes_fractions_and_a_disjoint_holdout(tmp_path):
     assert per_class == {c: int((20 - held[c]) * 0.25 + 0.5) for c in classes}
     assert len(sub["validation"]) == 12 and len(every["train"]) == 100
     assert set(sub["train"]) <= set(every["train"])
+    # subsets take the lowest ranks, holdouts the highest: across datasets too
+    two = {c: [p for p in got["one"]["train"] if p.split("/")[-2] == c] for c in classes}
+    assert all(len(paths) == 2 and set(paths) <= set(sub["train"]) for paths in two.values())
+    assert not set(got["one"]["train"]) & set(sub["minival"])
     assert planned(config) == got, "deterministic"
     other_seed = planned(selection_config(tmp_path / "s", {"sub": SUBSET}, seed=1))["sub"]
     assert {p.rpartition("/")[2] for p in other_seed["minival"]} != {

@@ -108,7 +108,7 @@ def test_the_schema_has_no_default_the_readme_does_not_state():
 def leaves(config: dict, prefix=""):
     for name, value in config.items():
         key = f"{prefix}{name}"
-        if isinstance(value, dict) and key != "splits":
+        if isinstance(value, dict) and key not in ("splits", "datasets"):
             yield from leaves(value, f"{key}.")
         else:
             yield key, value

@@ -231,7 +231,7 @@ def test_the_readmes_koalarization_snippet(koalas, monkeypatch):
     import re
 
     import tensorflow as tf
-    from helpers import REPO
+    from helpers import REPO, dataset_folders
 
     text = (REPO / "README.md").read_text()
     section = text.split("### Deep Koalarization", 1)[1]
@@ -240,12 +240,13 @@ def test_the_readmes_koalarization_snippet(koalas, monkeypatch):
     )
     monkeypatch.chdir(koalas)
     scope = {"tf": tf}
-    exec(snippet, scope)  # noqa: S102 - the documented code itself
     count = 0
-    for image_l, image_ab, embedding in scope["dataset"]:
-        assert image_l.shape[1:] == (224, 224, 1) and image_ab.shape[1:] == (224, 224, 2)
-        assert embedding.shape[1:] == (1001,)
-        count += len(embedding)
+    with dataset_folders(koalas, "koalarization"):
+        exec(snippet, scope)  # noqa: S102 - the documented code itself
+        for image_l, image_ab, embedding in scope["dataset"]:
+            assert image_l.shape[1:] == (224, 224, 1) and image_ab.shape[1:] == (224, 224, 2)
+            assert embedding.shape[1:] == (1001,)
+            count += len(embedding)
     assert count == 43  # every train image
 
 

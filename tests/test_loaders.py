@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import REPO
+from helpers import REPO, dataset_folders
 from test_workflow import new_workdir, snakemake, write_config
 
 TFDS_PLUGIN = REPO / ".plugins" / "tfds"
@@ -200,10 +200,11 @@ def test_tfrecord_package_reads_the_records_tensorflow_reads(run):
 def test_pytorch_snippet(default_run):
     if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode:
         pytest.skip(f"optional extra: PyTorch is not installed ({TORCH_INSTALL})")
-    got = run_without_tensorflow(
-        readme_snippet("pytorch") + "\nimport json\nprint(json.dumps(list(images.shape)))",
-        cwd=default_run,
-    )
+    with dataset_folders(default_run, "imagenet"):
+        got = run_without_tensorflow(
+            readme_snippet("pytorch") + "\nimport json\nprint(json.dumps(list(images.shape)))",
+            cwd=default_run,
+        )
     assert got == [8, 224, 224, 3]
 
 
@@ -219,7 +220,8 @@ def test_dali_snippet(default_run):
         "\nimport json\nprint(json.dumps({'shape': list(images.as_array().shape),"
         " 'labels': labels.as_array().ravel().tolist()}))"
     )
-    got = run_without_tensorflow(code, cwd=default_run, python=DALI_PYTHON)
+    with dataset_folders(default_run, "imagenet"):
+        got = run_without_tensorflow(code, cwd=default_run, python=DALI_PYTHON)
     assert got["shape"] == [8, 224, 224, 3]
     labels = pd.read_csv(default_run / "results" / "index" / "train.tsv", sep="\t")["label"]
     assert set(got["labels"]) <= set(labels)
@@ -391,13 +393,15 @@ def test_tfds_metadata_is_what_tfds_writes(default_run, tfds, tmp_path):
 def test_tfds_readme_snippets(default_run, gray_run, tfds, monkeypatch):
     monkeypatch.chdir(default_run)
     names: dict = {}
-    exec(readme_snippet("tfds"), names)
+    with dataset_folders(default_run, "imagenet"):
+        exec(readme_snippet("tfds"), names)
     assert names["image"].shape[-1] == 3
     assert names["labels"].names[0] == "background"
     monkeypatch.chdir(gray_run)
     names = {}
-    exec(readme_snippet("tfds-per-file"), names)
-    count = sum(1 for _ in names["koala_train"])
+    with dataset_folders(gray_run, "koalarization"):
+        exec(readme_snippet("tfds-per-file"), names)
+        count = sum(1 for _ in names["koala_train"])
     assert count == sum(expected_names(gray_run, "train").values())
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO
+from helpers import REPO, dataset_folders
 from imgprep.formats import get_format
 from imgprep.formats.base import UnreadableShard
 from imgprep.formats.parquet import ROW_GROUP_ROWS, dataset_card, shown_name
@@ -221,7 +221,8 @@ print(json.dumps(out))
 
 @needs_hf
 def test_load_dataset_gives_image_and_classlabel_features_and_every_image(built):
-    got = run_hf(_LOAD.format(snippet=readme_snippet("parquet")), cwd=built)
+    with dataset_folders(built, "imagenet"):
+        got = run_hf(_LOAD.format(snippet=readme_snippet("parquet")), cwd=built)
     labels = (built / "results" / "index" / "labels.tsv").read_text().splitlines()[1:]
     assert got["names"] == [line.split("\t")[2] for line in labels]  # label order
     assert got["feature"] == "Image" and got["label_feature"] == "ClassLabel"

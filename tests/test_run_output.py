@@ -76,11 +76,21 @@ def test_a_job_removes_the_temps_a_killed_run_of_it_left(tmp_path):
 
 def test_success_report_is_the_aligned_summary_of_this_run(tmp_path):
     (tmp_path / "summary.tsv").write_text("schema\tsplit\timages\nimagenet\ttrain\t43\n")
-    report = success_report(tmp_path, started=time.time() - 5)
+    report = success_report([tmp_path], started=time.time() - 5)
     assert report.splitlines()[1:3] == ["schema    split  images", "imagenet  train  43"]
     assert str(tmp_path / "rejects.tsv") in report
-    assert success_report(tmp_path, started=time.time() + 60) == ""  # an older summary
-    assert success_report(tmp_path / "none", started=0) == ""
+    assert success_report([tmp_path], started=time.time() + 60) == ""  # an older summary
+    assert success_report([tmp_path / "none"], started=0) == ""
+
+
+def test_success_report_shows_each_dataset(tmp_path):
+    for name, images in (("a", 43), ("b", 7)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.tsv").write_text(f"schema\tsplit\timages\nx\ttrain\t{images}\n")
+    report = success_report([tmp_path / "a", tmp_path / "b"], started=time.time() - 5)
+    assert report.count("imgprep: finished;") == 2
+    assert "x       train  43" in report and "x       train  7" in report
+    assert report.index(str(tmp_path / "a")) < report.index(str(tmp_path / "b"))
 
 
 def test_failure_report_points_at_the_logs(tmp_path):
@@ -98,6 +108,7 @@ def test_a_run_prints_its_summary_leaves_no_temps_and_follows_the_umask(tmp_path
     config["labels"]["synsets"] = "sample/synsets.txt"
     config["splits"] = {"train": {"shards": 2}, "validation": {"shards": 1}}
     config["records"]["schemas"] = ["imagenet"]
+    del config["datasets"]  # one dataset: the layout of results/ these paths name
     config["threads"] = {"resize": 2, "records": 1, "verify": 1}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     # temps of a run killed while writing (names as atomic_write makes them)

@@ -259,6 +259,7 @@ def sample_config(root: str, synsets: str) -> dict:
     config["labels"]["synsets"] = synsets
     config["splits"] = SPLITS
     config["records"]["schemas"] = ["imagenet"]
+    del config["datasets"]  # one dataset, in results/ itself (datasets on S3: below)
     return config
 
 
@@ -435,6 +436,47 @@ def test_reuploading_one_source_image_reruns_only_its_shard(bucket, s3_run):
     shard = holder[0].rsplit("/", 1)[1].removesuffix(".tsv")
     resized = re.findall(r"output: s3://\S+/results/resized/(\w+/\d{5})\.tar", output)
     assert resized == [f"train/{shard}"]
+
+
+def test_datasets_on_s3_share_one_scan_and_land_per_dataset(bucket, endpoint, tmp_path):
+    """Two datasets under --default-storage-provider s3: a dataset's planned member lists
+    are uploaded with the index, each dataset's records land in its folder and read back,
+    and a second invocation has nothing to do."""
+    import tensorflow as tf
+
+    workdir = s3_workdir(tmp_path)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["datasets"] = {
+        "full": {"preset": "tpu", "splits": {"train": {"shards": 2}, "validation": {"shards": 1}}},
+        "two": {"preset": "tfds", "classes": ["n02123045", "n07920052"], "resize": {"size": 64}},
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    storage = storage_args(endpoint, f"s3://{BUCKET}/datasets")
+    run(workdir, *storage, "--cores", "2", env=storage_env())
+    keys = listing(bucket, "datasets/results/")
+    assert any(k.startswith("datasets/results/index/datasets/two/train/") for k in keys)
+    assert len({k.split("/")[3] for k in keys if k.startswith("datasets/results/resized/")}) == 2
+    for name in ("full", "two"):
+        summary = json.loads(body(bucket, f"datasets/results/{name}/summary.json"))
+        for split, entry in summary["splits"].items():
+            table = body(bucket, f"datasets/results/{name}/index/{split}.tsv").decode()
+            assert entry["images"] == len(table.splitlines()) - 1
+            shards = [
+                k
+                for k in keys
+                if re.fullmatch(
+                    rf"datasets/results/{name}/records/imagenet/{split}-\d{{5}}-of-\d{{5}}", k
+                )
+            ]
+            records = 0
+            for key in shards:
+                local = tmp_path / "shards" / name / key.rsplit("/", 1)[1]
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(body(bucket, key))
+                records += sum(1 for _ in tf.data.TFRecordDataset(str(local)))
+            assert records == entry["schemas"]["imagenet"]["records"] > 0, (name, split)
+    again = run(workdir, *storage, "--cores", "2", env=storage_env())
+    assert "Nothing to be done" in again
 
 
 def test_the_batch_profile_reserves_what_each_rule_uses(bucket, endpoint, tmp_path):

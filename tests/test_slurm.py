@@ -26,10 +26,22 @@ from imgprep.slurm import cpus_of_largest_node, job_cpu_limit
 
 TOOLS = REPO / "tools" / "slurm"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-# train 2 + validation 1 shards: 3 resize, 3 records and 1 verify job (each ~5-10 s of
-# Python start-up and work on a 2-core machine)
+# the source: train 2 + validation 1 shards. Two datasets: "full" takes the source's lists
+# as they are (3 shards), "pair" two classes in its own planned lists (1 + 1 shards), which
+# every cluster job must find without a scan: 5 resize, 5 records and 2 verify jobs (each
+# ~5-10 s of Python start-up and work on a 2-core machine)
 SHARDS = {"train": 2, "validation": 1}
 SCHEMAS = ["imagenet"]
+DATASETS = {
+    "full": {"preset": "tfds"},
+    "pair": {
+        "preset": "tpu",
+        "classes": ["n02123045", "n07920052"],
+        "resize": {"size": 64},
+        "splits": {"train": {"shards": 1}, "validation": {"shards": 1}},
+    },
+}
+DATASET_SHARDS = 3 + 2
 # resize asks for more CPUs than the test node has: the plain profile must still work
 THREADS = {"resize": 64, "records": 1, "verify": 1}
 # a hung run (a job SLURM never starts, a status poll that never ends) fails, not waits
@@ -95,14 +107,19 @@ def workdir(path: Path) -> Path:
         split: {**config["splits"][split], "shards": n} for split, n in SHARDS.items()
     }
     config["records"]["schemas"] = SCHEMAS
+    config["datasets"] = DATASETS
     config["threads"] = THREADS
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     return path
 
 
 def outputs(path: Path) -> dict[str, str]:
-    """sha256 of every record shard, and of the summary."""
-    files = [*sorted((path / "results" / "records").rglob("*")), path / "results" / "summary.json"]
+    """sha256 of every dataset's record shards and summary."""
+    results = path / "results"
+    files = [
+        *(p for name in DATASETS for p in sorted((results / name / "records").rglob("*"))),
+        *(results / name / "summary.json" for name in DATASETS),
+    ]
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in files
@@ -204,11 +221,11 @@ def test_the_sample_runs_as_slurm_jobs_and_matches_a_local_run(cluster, plugin_p
     for job in jobs:  # the plugin's comment: rule_<rule>_wildcards_<values>
         rule = re.match(r"rule_([a-z_]+?)(_wildcards_|$)", job["Comment"])[1]
         by_rule.setdefault(rule, []).append(job)
-    shards = sum(SHARDS.values())
+    shards = DATASET_SHARDS
     assert {rule: len(group) for rule, group in by_rule.items()} == {
         "resize_shard": shards,
         "records_shard": shards * len(SCHEMAS),
-        "verify_records": len(SCHEMAS),
+        "verify_records": len(DATASETS) * len(SCHEMAS),
     }, "index_table, summary and records_metadata are local rules; every other job goes to SLURM"
 
     # threads become --cpus-per-task, and the profile's memory reaches sbatch (records_shard

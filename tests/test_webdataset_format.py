@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import webdataset
-from helpers import jpeg_bytes
+from helpers import dataset_folders, jpeg_bytes
 from imgprep.formats import get_format
 from imgprep.formats.base import Sample, UnreadableShard
 from PIL import Image
@@ -256,12 +256,13 @@ def test_webdataset_reads_every_image_of_the_index(built, split, monkeypatch):
     monkeypatch.chdir(built)
     code = readme_snippet("webdataset").replace("/train-", f"/{split}-")
     namespace: dict = {}
-    exec(code, namespace)
     got = Counter()
-    for image, label, described in namespace["dataset"]:
-        image.load()  # decodes every JPEG
-        assert image.size == (described["width"], described["height"])
-        got[(described["filename"], label, described["synset"], described["text"])] += 1
+    with dataset_folders(built, "imagenet"):
+        exec(code, namespace)
+        for image, label, described in namespace["dataset"]:
+            image.load()  # decodes every JPEG
+            assert image.size == (described["width"], described["height"])
+            got[(described["filename"], label, described["synset"], described["text"])] += 1
     assert got == expected_samples(built, split)
     if split == "train":
         names = {name for name, *_ in got}
@@ -298,14 +299,15 @@ print(json.dumps(out))
 """
     )
     for split in ("train", "validation"):
-        proc = subprocess.run(
-            [sys.executable, "-c", "import json\n" + code.replace("/train.", f"/{split}.")],
-            cwd=built,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "WIDS_CACHE": str(built / "wids-cache")},
-        )
+        with dataset_folders(built, "imagenet"):
+            proc = subprocess.run(
+                [sys.executable, "-c", "import json\n" + code.replace("/train.", f"/{split}.")],
+                cwd=built,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "WIDS_CACHE": str(built / "wids-cache")},
+            )
         assert proc.returncode == 0, proc.stderr[-3000:]
         rows = json.loads(proc.stdout.strip().splitlines()[-1])
         got = Counter((name, label, synset, text) for name, label, synset, text, _, _ in rows)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imgprep.errors import ConfigError
-from imgprep.index import ignored_path, index_dir, labels_path, shard_index_path
+from imgprep.index import DATASETS, ignored_path, index_dir, labels_path, shard_index_path
 from imgprep.s3 import (
     PLUGIN_ENV,
     REQUESTS_IN_FLIGHT,
@@ -82,6 +82,7 @@ def publish_index(config: dict, result, target: StorageTarget | None, log=sys.st
     local = [labels_path(results), ignored_path(results)]
     for split, lists in result.shards.items():
         local += [shard_index_path(results, split, shard) for shard in range(len(lists))]
+    local += [index_dir(results) / name for name in result.dataset_files]  # the datasets' own
     wanted = {target.url(path): path for path in local}
     index_url = target.url(index_dir(results))
     bucket = split_url(index_url)[0]
@@ -102,11 +103,12 @@ def publish_index(config: dict, result, target: StorageTarget | None, log=sys.st
 
     with ThreadPoolExecutor(REQUESTS_IN_FLIGHT) as pool:
         changed = [url for url in pool.map(upload, sorted(wanted.items())) if url]
-    split_folders = tuple(target.url(index_dir(results) / split) + "/" for split in result.shards)
+    folders = [*result.shards, DATASETS]
+    split_folders = tuple(target.url(index_dir(results) / folder) + "/" for folder in folders)
     stale = [
         url
         for url in sorted(stored)
-        if url.startswith(split_folders) and url.endswith(".tsv") and url not in wanted
+        if url.startswith(split_folders) and url.endswith((".tsv", ".json")) and url not in wanted
     ]
     for start in range(0, len(stale), 1000):  # DeleteObjects takes 1000 keys at most
         keys = [{"Key": split_url(url)[1]} for url in stale[start : start + 1000]]

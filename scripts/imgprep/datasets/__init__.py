@@ -189,7 +189,11 @@ def dataset_list(config: dict, check=None) -> list[Dataset]:
     """The configured datasets; ``check(effective_config)`` (the record formats' checks)
     runs on each, its errors naming the dataset's keys."""
     if not config.get("datasets"):
-        single = {**config, "splits": {s: {**v, "from": s} for s, v in config["splits"].items()}}
+        splits = {
+            split: {"shards": spec["shards"], "from": split, "holdout": False, "per_class": False}
+            for split, spec in config["splits"].items()
+        }
+        single = {**config, "splits": splits}
         return [Dataset(SINGLE, "", single)]
     found = []
     for name, own in config["datasets"].items():

@@ -1,10 +1,12 @@
 """Which images each dataset holds, and where: its shard lists, planned from the scan.
 
 Deterministic by ``seed`` alone, and per image: an image's rank is the order digest the
-scan already drew for it (bytes 8-16 of its keyed hash, ``sources.common.placer``), so a
-class subset, a per-class fraction or a held-out split takes the lowest-ranked images,
-and adding one image to the source moves no other image in or out. Its shard is the same
-slot modulo the dataset's shard count, its place in the shard the same order digest.
+scan already drew for it (bytes 8-16 of its keyed hash, ``sources.common.placer``), the
+same in every dataset. Subsets (a count or fraction) take the lowest-ranked images,
+held-out splits the highest: so with one seed, smaller subsets nest in larger ones and
+no subset of any dataset shares an image with a held-out split of any dataset unless the
+two together take more than the images there are. An image's shard is the same slot
+modulo the dataset's shard count, its place in the shard the same order digest.
 
 Per source split, in this order: the class list filters; each held-out split (name order)
 takes its count or fraction of what is left, so held-out splits are disjoint from each
@@ -55,8 +57,9 @@ def round_half_up(value: float) -> int:
 
 
 def _take(rows: list[Row], spec: dict, key: str) -> list[Row]:
-    """The lowest-ranked ``count`` or ``fraction`` of ``rows`` (of each class with
-    ``per_class``; a per-class fraction keeps at least one image of a class)."""
+    """The lowest-ranked ``count`` or ``fraction`` of ``rows``, the highest-ranked for a
+    held-out split (of each class with ``per_class``; a per-class fraction keeps at least
+    one image of a class)."""
     if "count" not in spec and "fraction" not in spec:
         return rows
     groups: dict[str, list[Row]] = defaultdict(list)
@@ -64,7 +67,7 @@ def _take(rows: list[Row], spec: dict, key: str) -> list[Row]:
         groups[row[3] if spec["per_class"] else ""].append(row)
     taken = []
     for _, members in sorted(groups.items()):
-        members.sort(key=lambda row: (row[1], row[2]))
+        members.sort(key=lambda row: (row[1], row[2]), reverse=spec["holdout"])
         if "count" in spec:
             n = spec["count"]
         else:
