@@ -59,6 +59,9 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_dryrun.py
 	$(BIN)/python benchmarks/bench_tarindex.py
 	$(BIN)/python benchmarks/bench_download.py
+	$(BIN)/python benchmarks/bench_decode_share.py
+	$(BIN)/python benchmarks/bench_datasets.py
+	$(BIN)/python benchmarks/bench_dryrun.py --datasets
 
 # SLURM (profiles/slurm/README.md): the executor plugin lives in .plugins/slurm, not .venv.
 # `make slurm` installs and starts a single-node cluster on this machine (root or sudo);
