@@ -154,10 +154,6 @@ def shard_ids(ds, split):
     return [f"{i:05d}" for i in range(DATASETS[ds].splits[split]["shards"])]
 
 
-def source_shard_ids(split):
-    return [f"{i:05d}" for i in range(SOURCE_SPLITS[split]["shards"])]
-
-
 def source_shard_index(split, shard):
     """A shard list of the source index (what one download job fetches)."""
     return index_file(shard_index_path("", split, shard).relative_to("index").as_posix())
@@ -166,16 +162,14 @@ def source_shard_index(split, shard):
 def shard_index(ds, split, shard):
     """A dataset shard's member list: the source's own list, or the dataset's planned one
     (imgprep.datasets.selection)."""
-    source_shards = SOURCE_SPLITS[DATASETS[ds].splits[split]["from"]]["shards"]
-    return index_file(member_list_name(DATASETS[ds], split, shard, source_shards))
+    return index_file(member_list_name(DATASETS[ds], split, shard))
 
 
 def members_origin(ds, split):
     """Whose member lists a dataset split's shards have: "source" (the index's own) or the
     dataset's name (its planned lists)."""
     spec = DATASETS[ds]
-    source_shards = SOURCE_SPLITS[spec.splits[split]["from"]]["shards"]
-    return "source" if spec.same_as_source(split, source_shards) else spec.name
+    return "source" if spec.same_as_source(split) else spec.name
 
 
 @functools.cache  # called for every job's inputs: the digest once per dataset split
@@ -303,8 +297,7 @@ def record_source(wildcards):
 def download_feeds(ds, split, shard):
     """URL lists: the source shards (download jobs) whose images a dataset shard holds."""
     spec = DATASETS[ds]
-    source_shards = SOURCE_SPLITS[spec.splits[split]["from"]]["shards"]
-    if spec.same_as_source(split, source_shards):
+    if spec.same_as_source(split):
         return [shard]
     return [f"{i:05d}" for i in _feeds(index_file(downloads_name(spec)))[split][shard]]
 

@@ -98,12 +98,8 @@ def cache_dir(results) -> Path:
 
 def plans_own_lists(config: dict) -> bool:
     """Whether a dataset has shard lists of its own (known from the configuration)."""
-    splits = config["splits"]
-    return any(
-        not dataset.same_as_source(split, splits[spec["from"]]["shards"])
-        for dataset in (dataset_list(config) if config.get("datasets") else ())
-        for split, spec in dataset.splits.items()
-    )
+    datasets = dataset_list(config) if config.get("datasets") else ()
+    return any(dataset.own_lists() for dataset in datasets)
 
 
 def scan(config: dict) -> ScanResult:

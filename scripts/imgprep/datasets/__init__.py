@@ -64,6 +64,8 @@ class Dataset:
     name: str
     folder: str
     config: dict
+    # source split -> its shard count (the index's lists)
+    source_shards: dict[str, int]
     classes: tuple[str, ...] | None = None
 
     @property
@@ -79,7 +81,7 @@ class Dataset:
         spec = self.splits[split]
         return bool(spec.get("holdout") or "count" in spec or "fraction" in spec)
 
-    def same_as_source(self, split: str, source_shards: int) -> bool:
+    def same_as_source(self, split: str) -> bool:
         """Whether the split's shard lists are the source index's own: same source split
         and shard count, nothing selected, nothing held out of it. Known from the
         configuration alone, so cluster jobs (which never scan) find the same lists."""
@@ -87,11 +89,15 @@ class Dataset:
         carved = any(s.get("holdout") and s["from"] == spec["from"] for s in self.splits.values())
         return (
             spec["from"] == split
-            and spec["shards"] == source_shards
+            and spec["shards"] == self.source_shards[spec["from"]]
             and self.classes is None
             and not self.selects(split)
             and not carved
         )
+
+    def own_lists(self) -> list[str]:
+        """The splits whose shard lists are the dataset's own (planned from the scan)."""
+        return [split for split in self.splits if not self.same_as_source(split)]
 
     def own_labels(self, source_base: int) -> bool:
         """Whether the dataset's label map differs from the source index's labels.tsv."""
@@ -188,13 +194,14 @@ def _with_key_prefix(error: ConfigError, name: str) -> ConfigError:
 def dataset_list(config: dict, check=None) -> list[Dataset]:
     """The configured datasets; ``check(effective_config)`` (the record formats' checks)
     runs on each, its errors naming the dataset's keys."""
+    source_shards = {split: spec["shards"] for split, spec in config["splits"].items()}
     if not config.get("datasets"):
         splits = {
             split: {"shards": spec["shards"], "from": split, "holdout": False, "per_class": False}
             for split, spec in config["splits"].items()
         }
         single = {**config, "splits": splits}
-        return [Dataset(SINGLE, "", single)]
+        return [Dataset(SINGLE, "", single, source_shards)]
     found = []
     for name, own in config["datasets"].items():
         if name in RESERVED:
@@ -221,5 +228,5 @@ def dataset_list(config: dict, check=None) -> list[Dataset]:
                     f"config key 'datasets.{name}.{need.key}': preset {preset} needs "
                     f"{need.what} ({need.why}), not {value!r}"
                 )
-        found.append(Dataset(name, f"{name}/", effective, classes))
+        found.append(Dataset(name, f"{name}/", effective, source_shards, classes))
     return found

@@ -33,10 +33,10 @@ def dataset_index_dir(dataset: Dataset) -> str:
     return f"datasets/{dataset.name}"
 
 
-def member_list_name(dataset: Dataset, split: str, shard: str, source_shards: int) -> str:
+def member_list_name(dataset: Dataset, split: str, shard: str) -> str:
     """The shard's member list under index/: the source's own when the dataset takes the
     source split as it is (no copy), else the dataset's."""
-    if dataset.same_as_source(split, source_shards):
+    if dataset.same_as_source(split):
         return f"{split}/{shard}.tsv"
     return f"{dataset_index_dir(dataset)}/{split}/{shard}.tsv"
 
@@ -128,22 +128,17 @@ def plan_files(dataset: Dataset, source_config: dict, scan) -> dict[str, bytes]:
     """The dataset's own files under index/ (name -> content): the shard lists it does not
     share with the source, its label map when that differs, and for URL lists which
     source shards feed each of its shards."""
-    source_splits = source_config["splits"]
     files: dict[str, bytes] = {}
     if dataset.own_labels(source_config["labels"]["base"]):
         labels = dataset_labels(dataset, scan.labels)
         files[labels_name(dataset, source_config["labels"]["base"])] = table_bytes(
             LABEL_COLUMNS, labels
         )
-    own = [
-        split
-        for split, spec in dataset.splits.items()
-        if not dataset.same_as_source(split, source_splits[spec["from"]]["shards"])
-    ]
+    own = dataset.own_lists()
     chosen = select(dataset, scan.placed) if own else {}
     feeds: dict[str, dict[str, list[int]]] = {}
     for split, spec in dataset.splits.items():
-        n, n_source = spec["shards"], source_splits[spec["from"]]["shards"]
+        n, n_source = spec["shards"], dataset.source_shards[spec["from"]]
         if split not in own:
             feeds[split] = {f"{i:05d}": [i] for i in range(n)}
             continue
