@@ -473,12 +473,48 @@ def summary_inputs(wildcards):
             for shard in shard_ids(ds, split)
         ],
         "ignored": IGNORED_TSV,
+        **stage_benchmarks(ds),
     }
+
+
+def stage_benchmarks(ds):
+    """``benchmarks/<stage>`` -> the benchmark files of the dataset's jobs of that stage
+    (download, resize, ravel, embed, records <schema>, verify <schema>): the summary's
+    per-stage totals. Shared jobs (one resize for two datasets) count in each."""
+    spec = DATASETS[ds]
+    made = f"{RESULTS}/benchmarks"
+    shards = {split: shard_ids(ds, split) for split in spec.splits}
+    stages = {}
+    if config["source"]["type"] == "urls":
+        stages["download"] = [
+            f"{made}/download/{source}/{shard}.tsv"
+            for source in dict.fromkeys(spec.splits[split]["from"] for split in spec.splits)
+            for shard in shard_ids_of_source(source)
+        ]
+    for stage, folder in (("resize", "resize"), ("ravel", "ravel"), ("embed", "embed")):
+        if stage == "resize" or needs_stage(stage)(spec):
+            stages[stage] = [
+                f"{made}/{folder}/{stage_key(ds, split, stage)}{split}/{shard}.tsv"
+                for split in spec.splits
+                for shard in shards[split]
+            ]
+    for schema in spec.config["records"]["schemas"]:
+        stages[f"records {schema}"] = [
+            f"{made}/records/{ds}records/{schema}/{record_name(ds, schema, split, shard)}.tsv"
+            for split in spec.splits
+            for shard in shards[split]
+        ]
+        stages[f"verify {schema}"] = [f"{made}/verify/{ds}{schema}.tsv"]
+    return {f"benchmarks/{stage}": paths for stage, paths in stages.items()}
+
+
+def shard_ids_of_source(split):
+    return [f"{i:05d}" for i in range(SOURCE_SPLITS[split]["shards"])]
 
 
 def summary_outputs(ds):
     made = f"{RESULTS}/{ds}"
-    return [f"{made}summary.json", f"{made}summary.tsv", f"{made}rejects.tsv"]
+    return [f"{made}summary.json", f"{made}summary.tsv", f"{made}rejects.tsv", f"{made}stages.tsv"]
 
 
 def upstream(stage):
