@@ -23,7 +23,7 @@ from imgprep.figures.sheets import contact_sheet  # noqa: E402
 from imgprep.formats import get_format  # noqa: E402
 from imgprep.formats.base import Preview, Sample  # noqa: E402
 from imgprep.formats.parquet import dataset_card  # noqa: E402
-from imgprep.kernels.lab import lab_targets, srgb_to_lab  # noqa: E402
+from imgprep.kernels.lab import lab_targets, lab_to_srgb, srgb_to_lab  # noqa: E402
 from imgprep.kernels.stringart import pin_pixels, ravel  # noqa: E402
 
 SYNSETS = dict(
@@ -265,6 +265,17 @@ def test_koalarization_previews_convert_the_stored_lab(tmp_path):
         assert in_gamut.mean() > 0.5
         assert np.abs(got[..., 0][in_gamut] - 50).max() < 1.0
         assert np.abs(got[..., 1:][in_gamut] - 127 * want_ab[in_gamut]).max() < 2.5
+
+
+def test_lab_to_srgb_inverts_srgb_to_lab_and_clips_the_rest():
+    rgb = np.random.default_rng(0).integers(0, 256, size=(50_000, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(lab_to_srgb(srgb_to_lab(rgb)), rgb)
+    # L 50 with a far-out a and b: no sRGB colour, clipped to the gamut's edge
+    edge = lab_to_srgb(np.array([[50.0, 127.0, -127.0], [100.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert edge[0].min() == 0 and edge[0].max() == 255
+    assert edge[1].tolist() == [255, 255, 255] and edge[2].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="Lab"):
+        lab_to_srgb(np.zeros((4, 2)))
 
 
 def test_formats_without_previews_say_so():
