@@ -68,8 +68,8 @@ class Sample:
 @dataclass(frozen=True, eq=False)
 class Preview:
     """One record read back and decoded the way its consumer decodes it (for a look at
-    it: imgprep.figures.sheets). Arrays are numpy uint8 HxWxC (C 1 or 3); eq=False: the
-    arrays compare element-wise, so records are compared field by field."""
+    it: imgprep.figures.sheets). Images are numpy uint8 HxWxC (C 1 or 3). eq=False:
+    arrays have no single truth value, so compare the fields, not the Previews."""
 
     filename: str
     label: int  # as stored; -1 where the format stores none
