@@ -54,6 +54,21 @@ class DlbsFormat(DescribedImageFormat):
 
         return parse
 
+    def preview_parser(self, tf) -> Callable:
+        """DLBS' parse_example_proto_with_tensor: decode_raw of the pixels, reshaped to
+        (height, width, channels)."""
+        features = self.parse_features(tf)
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, features)
+            pixels = tf.io.decode_raw(example["image/encoded"], tf.uint8)
+            hwc = tf.stack(
+                [example["image/height"], example["image/width"], example["image/channels"]]
+            )
+            return {**self.described_preview(tf, example), "image": tf.reshape(pixels, hwc)}
+
+        return parse
+
     def tfds_features(self, classes: int, settings: Mapping, embedding_size: int | None) -> dict:
         # raw HWC uint8 bytes: tf.io.decode_raw + reshape(height, width, channels)
         flat = self.tfds_described(tfds_tensor("string"), classes)
