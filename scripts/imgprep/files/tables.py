@@ -44,6 +44,11 @@ META_COLUMNS = (
     "kept",
     "nbytes",
     "icc",
+    # the duplicate audit's keys (imgprep.kernels.phash): sha256 of the source file, of
+    # its decoded pixels, and the 64-bit DCT hash of the stored JPEG (16 hex digits)
+    "source_sha256",
+    "pixels_sha256",
+    "phash",
 )
 # rejects tables: one rejected image per line, with the reason.
 REJECT_COLUMNS = ("position", "path", "reason")
