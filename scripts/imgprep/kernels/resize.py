@@ -57,8 +57,8 @@ from imgprep.kernels.decode import (  # noqa: E402
     probe_jpeg,
 )
 from imgprep.kernels.encode import JPEG_MAX_SIDE, SUBSAMPLINGS, encode_pixels, encode_planes  # noqa: E402
-from imgprep.kernels.phash import pixels_sha256, source_pixels_sha256  # noqa: E402
 from imgprep.kernels.geometry import MODES, Geometry, dct_reduction, is_identity, round_half_up  # noqa: E402
+from imgprep.kernels.phash import pixels_sha256, source_pixels_sha256  # noqa: E402
 from imgprep.kernels.resample import FILTERS, resample, subsample  # noqa: E402
 from imgprep.sections import require_keys
 
