@@ -10,6 +10,8 @@ rule duplicates_audit:
         leaks=f"{RESULTS}/{{ds}}duplicates.leaks.tsv",
     log:
         f"{RESULTS}/logs/duplicates/{{ds}}duplicates.log",
+    # one job per dataset reading every meta table, as index_table and summary do
+    localrule: True
     conda:
         "../envs/duplicates.yaml"
     params:
