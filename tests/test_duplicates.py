@@ -14,7 +14,7 @@ import pytest
 import simplejpeg
 import yaml
 from helpers import SAMPLE, jpeg_bytes
-from imgprep.duplicates import KINDS, Images, duplicate_pairs, leak_drops
+from imgprep.duplicates import KINDS, Images, duplicate_pairs, leak_drops, write_audit
 from imgprep.kernels import phash as ph
 from imgprep.kernels.pairs import blocks, brute_force_pairs, near_pairs
 from imgprep.kernels.resize import ResizeParams, resize_image
@@ -177,6 +177,25 @@ def test_each_pair_once_with_its_strongest_kind_and_the_leaks_it_makes():
     # validation trained on too: only the test image's partner leaks
     drops = leak_drops(images, pairs, ["train", "validation"])
     assert [d[2] for d in drops] == [2]
+
+
+def test_meta_tables_from_before_the_audit_are_counted_not_audited(tmp_path):
+    """A build resized before the hashes existed is not resized again for them: its old
+    meta tables are skipped and counted; dropping leaks needs every hash."""
+    table = tmp_path / "index" / "train.tsv"
+    table.parent.mkdir()
+    table.write_text("path\tshard\tposition\na.jpg\t00000\t0\nb.jpg\t00001\t0\n")
+    old = tmp_path / "resized" / "train" / "00000.meta.tsv"
+    new = tmp_path / "resized" / "train" / "00001.meta.tsv"
+    old.parent.mkdir(parents=True)
+    old.write_text("position\twidth\n0\t256\n")
+    new.write_text("position\tsource_sha256\tpixels_sha256\tphash\n0\tab\tcd\t00000000000000ff\n")
+    outputs = [tmp_path / name for name in ("d.tsv", "d.json", "d.leaks.tsv")]
+    settings = {"near_distance": 4, "leaks": "keep", "train_splits": ["train"]}
+    counts = write_audit(["train"], [table], [old, new], settings, *outputs)
+    assert (counts["images"], counts["unhashed_images"], counts["pairs"]["total"]) == (1, 1, 0)
+    with pytest.raises(ValueError, match="leaks: drop needs hashes"):
+        write_audit(["train"], [table], [old, new], {**settings, "leaks": "drop"}, *outputs)
 
 
 # -- a workflow run -------------------------------------------------------------------------

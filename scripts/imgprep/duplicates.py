@@ -57,6 +57,8 @@ class Images:
     source_sha256: list[str]
     pixels_sha256: list[str]
     phash: np.ndarray  # uint64
+    # images of meta tables written before the audit (no hash columns): not audited
+    unhashed: int = 0
 
     def __len__(self) -> int:
         return len(self.path)
@@ -68,8 +70,10 @@ def meta_shard(meta_path) -> tuple[str, str]:
     return path.parent.name, path.name.removesuffix(".meta.tsv")
 
 
-def read_images(splits: Sequence[str], tables: Sequence, metas: Sequence) -> Images:
-    """Join each split's index table (paths) with its shards' meta tables (hashes)."""
+def read_images(splits: Sequence[str], tables: Sequence, metas: Sequence):
+    """Join each split's index table (paths) with its shards' meta tables (hashes); and
+    the meta tables without hashes (resized before the audit existed: a build made then
+    is not re-resized for it, `snakemake --forcerun resize_shard` does that)."""
     import pandas as pd
 
     paths = {}
@@ -77,16 +81,13 @@ def read_images(splits: Sequence[str], tables: Sequence, metas: Sequence) -> Ima
         frame = read_tsv(table, ("path", "shard", "position"), ints=("position",))
         for shard, part in frame.groupby("shard", sort=False):
             paths[(split, shard)] = dict(zip(part["position"], part["path"], strict=True))
-    parts = []
+    parts, unhashed = [], []
     for meta in metas:
         split, shard = meta_shard(meta)
         frame = read_tsv(meta, ints=("position",))
-        missing = [c for c in _HASH_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(
-                f"{meta}: no {', '.join(missing)} column(s): made before the duplicate audit; "
-                "`snakemake --forcerun resize_shard` makes them"
-            )
+        if any(c not in frame.columns for c in _HASH_COLUMNS):
+            unhashed.append((str(meta), len(frame)))
+            continue
         frame = frame[list(_HASH_COLUMNS)].copy()
         try:
             where = paths[(split, shard)]
@@ -108,7 +109,8 @@ def read_images(splits: Sequence[str], tables: Sequence, metas: Sequence) -> Ima
         source_sha256=frame["source_sha256"].tolist(),
         pixels_sha256=frame["pixels_sha256"].tolist(),
         phash=np.array([int(h, 16) for h in frame["phash"]], dtype=np.uint64),
-    )
+        unhashed=sum(n for _, n in unhashed),
+    ), [m for m, _ in unhashed]
 
 
 # -- pair searches ------------------------------------------------------------------------
@@ -202,6 +204,7 @@ def counts(images: Images, pairs: np.ndarray, drops: list[tuple], settings: dict
         leaking[split] = leaking.get(split, 0) + 1
     return {
         "images": len(images),
+        "unhashed_images": images.unhashed,
         "near_distance": settings["near_distance"],
         "pairs": {**by_kind, "total": len(pairs)},
         "within_splits": within,
@@ -221,7 +224,12 @@ def write_audit(
 ) -> dict:
     """The audit: pairs table, counts and the leaking train images (dropped from the
     records with ``leaks: drop``, listed either way); returns the counts."""
-    images = read_images(splits, tables, metas)
+    images, unhashed = read_images(splits, tables, metas)
+    if unhashed:
+        advice = "`snakemake --forcerun resize_shard` adds them"
+        if settings["leaks"] == "drop":
+            raise ValueError(f"duplicates.leaks: drop needs hashes; {advice}: {unhashed[:3]}")
+        print(f"{len(unhashed)} meta table(s) without hashes, not audited ({advice})")
     pairs = duplicate_pairs(images, settings["near_distance"])
     drops = leak_drops(images, pairs, settings["train_splits"])
     rows = (
