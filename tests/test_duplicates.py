@@ -154,6 +154,7 @@ def synthetic_images() -> Images:
         source_sha256=["a", "b", "c", "a", "d", ""],
         pixels_sha256=["x", "y", "z", "x", "z", ""],
         phash=np.array(phashes, dtype=np.uint64),
+        has_phash=np.ones(6, bool),
     )
 
 

@@ -56,7 +56,8 @@ class Images:
     path: list[str]
     source_sha256: list[str]
     pixels_sha256: list[str]
-    phash: np.ndarray  # uint64
+    phash: np.ndarray  # uint64 (0 where has_phash is False)
+    has_phash: np.ndarray  # bool
     # images of meta tables written before the audit (no hash columns): not audited
     unhashed: int = 0
 
@@ -108,7 +109,8 @@ def read_images(splits: Sequence[str], tables: Sequence, metas: Sequence):
         path=frame["path"].tolist(),
         source_sha256=frame["source_sha256"].tolist(),
         pixels_sha256=frame["pixels_sha256"].tolist(),
-        phash=np.array([int(h, 16) for h in frame["phash"]], dtype=np.uint64),
+        phash=np.array([int(h or "0", 16) for h in frame["phash"]], dtype=np.uint64),
+        has_phash=(frame["phash"] != "").to_numpy(bool),
         unhashed=sum(n for _, n in unhashed),
     ), [m for m, _ in unhashed]
 
@@ -132,14 +134,14 @@ def hamming(hashes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 
 def duplicate_pairs(images: Images, near_distance: int) -> np.ndarray:
-    """int64 [pairs, 4]: a, b (rows, a < b), kind (index into KINDS), phash distance;
-    sorted by a, b."""
+    """int64 [pairs, 4]: a, b (rows, a < b), kind (index into KINDS), phash distance (-1
+    where an image has none); sorted by a, b."""
     from imgprep.kernels.pairs import near_pairs  # numba: only the audit's job loads it
 
     found = [
         exact_pairs(images.source_sha256),
         exact_pairs(images.pixels_sha256),
-        near_pairs(images.phash, near_distance),
+        np.flatnonzero(images.has_phash)[near_pairs(images.phash[images.has_phash], near_distance)],
     ]
     kinds = np.concatenate([np.full(len(p), k, np.int64) for k, p in enumerate(found)])
     pairs = np.concatenate(found).reshape(-1, 2)
@@ -148,7 +150,9 @@ def duplicate_pairs(images: Images, near_distance: int) -> np.ndarray:
     first = np.ones(len(pairs), bool)
     first[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
     pairs, kinds = pairs[first], kinds[first]
-    return np.column_stack([pairs, kinds, hamming(images.phash, pairs)]).astype(np.int64)
+    distance = hamming(images.phash, pairs)
+    distance[~(images.has_phash[pairs[:, 0]] & images.has_phash[pairs[:, 1]])] = -1
+    return np.column_stack([pairs, kinds, distance]).astype(np.int64)
 
 
 # -- leaks ----------------------------------------------------------------------------------

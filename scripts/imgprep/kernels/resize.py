@@ -220,7 +220,11 @@ def resize_image(data: bytes, params: ResizeParams, pixels_digest: bool = False)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = _resize(data, params, pixels_digest)
             if pixels_digest and not image.pixels_sha256:
-                image = replace(image, pixels_sha256=source_pixels_sha256(data))
+                try:  # never a reason to reject an image resize could store
+                    digest = source_pixels_sha256(data)
+                except Exception:
+                    digest = ""
+                image = replace(image, pixels_sha256=digest)
             return image
     except RejectedImage:
         raise

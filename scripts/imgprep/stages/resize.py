@@ -127,8 +127,13 @@ def _process(item: tuple) -> tuple[int, tuple[ResizedImage, str, str] | None, st
         image = resize_image(data, _WORKER_PARAMS, pixels_digest=True)
     except RejectedImage as error:
         return position, None, error.reason
-    # the duplicate audit's keys ride along with the image (meta.tsv's last columns)
-    return position, (image, hashlib.sha256(data).hexdigest(), phash_hex(phash(image.data))), None
+    # the duplicate audit's keys ride along with the image (meta.tsv's last columns); an
+    # image is never rejected for its hash (empty: the audit leaves it out of near pairs)
+    try:
+        perceptual = phash_hex(phash(image.data))
+    except ValueError:
+        perceptual = ""
+    return position, (image, hashlib.sha256(data).hexdigest(), perceptual), None
 
 
 def _results(items: list[tuple], params: ResizeParams, threads: int, limits: ReadLimits):
