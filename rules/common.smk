@@ -365,6 +365,7 @@ def record_inputs(wildcards):
         inputs["targets"] = stage_path(ds, split, "ravel", f"{shard}.npy")
     elif spec.uses_embeddings(settings(wildcards)):
         inputs["embeddings"] = stage_path(ds, split, "embed", f"{shard}.npy")
+    inputs.update(leak_drops(ds, split))
     return inputs
 
 
@@ -424,8 +425,14 @@ def metadata_outputs(ds):
 
 
 def dataset_outputs(ds):
-    """What building a dataset means: its summary, records and metadata files."""
-    return [*summary_outputs(ds), *metadata_outputs(ds), *dataset_records(ds)]
+    """What building a dataset means: its summary, records and metadata files, and the
+    duplicate audit."""
+    return [
+        *summary_outputs(ds),
+        *metadata_outputs(ds),
+        *dataset_records(ds),
+        *duplicates_outputs(ds),
+    ]
 
 
 def verify_inputs(wildcards):
@@ -439,7 +446,7 @@ def verify_inputs(wildcards):
         outputs = rules.records_shard.output
     else:
         outputs = rules.records_shard_unindexed.output
-    inputs = {"labels": dataset_labels(ds)}
+    inputs = {"labels": dataset_labels(ds), **leak_drops(ds)}
     for split in dataset(wildcards).splits:
         for shard in shard_ids(ds, split):
             made = record_wildcards(ds, wildcards.schema, split, shard)
@@ -474,6 +481,8 @@ def summary_inputs(wildcards):
         ],
         "ignored": IGNORED_TSV,
         **stage_benchmarks(ds),
+        "duplicates": duplicates_outputs(ds)[1],
+        **leak_drops(ds),
     }
 
 
@@ -544,3 +553,37 @@ def verify_full():
     """verify.full: a token new in every invocation, so the params change and every
     verification re-runs, reading every shard (its cache ignored)."""
     return f"full {time.time_ns()}" if config["verify"]["full"] else False
+
+
+# -- duplicates --
+
+
+def duplicates_inputs(wildcards):
+    """The audit's inputs: each split's member table (paths) and its shards' meta tables
+    (the hashes resize wrote), in split and shard order."""
+    ds, spec = wildcards.ds, dataset(wildcards)
+    return {
+        "tables": [f"{RESULTS}/{ds}index/{split}.tsv" for split in spec.splits],
+        "meta": [
+            stage_path(ds, split, "resized", f"{shard}.meta.tsv")
+            for split in spec.splits
+            for shard in shard_ids(ds, split)
+        ],
+    }
+
+
+def duplicates_outputs(ds):
+    """The dataset's audit: pairs table, counts, leaking train images."""
+    made = f"{RESULTS}/{ds}"
+    return [f"{made}duplicates.tsv", f"{made}duplicates.json", f"{made}duplicates.leaks.tsv"]
+
+
+def leak_drops(ds, split=None):
+    """{"leaks": the audit's leaks table} where the dataset drops leaking train images
+    (duplicates.leaks: drop): for the records of its train splits (split given) or the
+    whole dataset (verify, summary); else nothing, so a build that keeps them does not
+    wait for the audit."""
+    found = DATASETS[ds].config["duplicates"]
+    if found["leaks"] != "drop" or (split is not None and split not in found["train_splits"]):
+        return {}
+    return {"leaks": duplicates_outputs(ds)[2]}

@@ -14,6 +14,8 @@ with rule_log(snakemake):
         json_path=snakemake.output.json,
         tsv_path=snakemake.output.tsv,
         rejects_path=snakemake.output.rejects,
+        duplicates=snakemake.input.get("duplicates"),
+        leaks=snakemake.input.get("leaks"),
     )
     benchmarks = {
         name.removeprefix("benchmarks/"): list(paths)
