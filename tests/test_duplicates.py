@@ -92,18 +92,35 @@ def test_modified_copies_are_near_and_unrelated_photos_far(stored):
 
 def test_pixel_digest_is_the_same_by_resize_or_alone_and_for_a_png_of_the_pixels():
     params = ResizeParams.from_config(RESIZE)
-    small = jpeg_bytes(300, 280, seed=3)  # decoded in full by resize: its digest reused
-    large = jpeg_bytes(1200, 1100, seed=4)  # DCT-reduced by resize: a decode of its own
-    for data in (small, large):
-        made = resize_image(data, params, pixels_digest=True)
-        assert made.pixels_sha256 == ph.source_pixels_sha256(data)
-        assert resize_image(data, params).pixels_sha256 == ""
-        pixels = simplejpeg.decode_jpeg(data)
-        png = io.BytesIO()
-        Image.fromarray(pixels).save(png, "PNG")
-        assert ph.source_pixels_sha256(png.getvalue()) == made.pixels_sha256
-        assert ph.pixels_sha256(pixels) == made.pixels_sha256
-    assert ph.source_pixels_sha256(small) != ph.source_pixels_sha256(large)
+    small = jpeg_bytes(300, 280, seed=3)  # decoded in full by resize: the source's pixels
+    made = resize_image(small, params, pixels_digest=True)
+    assert made.pixels_sha256 == ph.source_pixels_sha256(small)
+    assert resize_image(small, params).pixels_sha256 == ""
+    pixels = simplejpeg.decode_jpeg(small)
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, "PNG")
+    assert ph.source_pixels_sha256(png.getvalue()) == made.pixels_sha256
+    assert ph.pixels_sha256(pixels) == made.pixels_sha256
+    # the same picture at the same size resizes to the same stored image, whichever file
+    assert resize_image(png.getvalue(), params, pixels_digest=True).data == made.data
+
+
+def test_a_dct_scaled_decode_is_digested_as_decoded_and_matches_its_copies():
+    params = ResizeParams.from_config(RESIZE)
+    large = jpeg_bytes(1200, 1100, seed=4)  # DCT-reduced by resize: no second decode
+    made = resize_image(large, params, pixels_digest=True)
+    assert made.pixels_sha256 and made.pixels_sha256 != ph.source_pixels_sha256(large)
+    from imgprep.kernels.decode import decode_jpeg
+
+    scaled = {
+        reduce: ph.pixels_sha256(decode_jpeg(large, 3, reduce, 1200, 1100), f"1/{reduce} 3")
+        for reduce in (2, 4, 8)
+    }
+    assert made.pixels_sha256 in scaled.values()
+    # another EXIF/comment block, the same coefficients: the same digest, other bytes
+    commented = large[:2] + b"\xff\xfe\x00\x07hello" + large[2:]
+    copy = resize_image(commented, params, pixels_digest=True)
+    assert commented != large and copy.pixels_sha256 == made.pixels_sha256
 
 
 # -- pair search ----------------------------------------------------------------------------
