@@ -67,7 +67,7 @@ def any_of(patterns):
 
 def dataset_schemas(indexed):
     """Constraint of the records rules' ``ds``: each dataset's folder, followed by
-    [checksums/]records/<a schema of its whose shards get an index file (indexed=True),
+    [checksums/ or benchmarks/]records/<a schema of its whose shards get an index file (indexed=True),
     or get none> (a lookahead: whether a shard gets one depends on the format and the
     dataset's compression together, and one rule's outputs are fixed)."""
     choices = []
@@ -80,7 +80,7 @@ def dataset_schemas(indexed):
         ]
         if schemas:
             choices.append(
-                f"{re.escape(folder)}(?=(?:checksums/)?records/(?:{'|'.join(schemas)})/)"
+                f"{re.escape(folder)}(?=(?:checksums/|benchmarks/)?records/(?:{'|'.join(schemas)})/)"
             )
     return "|".join(choices)
 
@@ -424,8 +424,9 @@ def metadata_outputs(ds):
 
 
 def dataset_outputs(ds):
-    """What building a dataset means: its summary, records and metadata files."""
-    return [*summary_outputs(ds), *metadata_outputs(ds), *dataset_records(ds)]
+    """What building a dataset means: its summary, records and metadata files, and the
+    report's figures (`snakemake --report report.html` collects them)."""
+    return [*summary_outputs(ds), *metadata_outputs(ds), *dataset_records(ds), *report_outputs(ds)]
 
 
 def verify_inputs(wildcards):
@@ -508,3 +509,134 @@ def verify_full():
     """verify.full: a token new in every invocation, so the params change and every
     verification re-runs, reading every shard (its cache ignored)."""
     return f"full {time.time_ns()}" if config["verify"]["full"] else False
+
+
+# -- report --
+
+
+def report_category(wildcards):
+    """The report's category of a dataset's results: its name ("imgprep" without
+    `datasets:`)."""
+    return DATASETS[wildcards.ds].name if wildcards.ds else "imgprep"
+
+
+def report_sample_shards(ds, split):
+    """The shards a split's contact sheets sample: report.shards of them, evenly spaced
+    from the first to the last (rounded half up, so always distinct)."""
+    n = DATASETS[ds].splits[split]["shards"]
+    k = min(DATASETS[ds].config["report"]["shards"], n)
+    if k <= 1:
+        return shard_ids(ds, split)[:k]
+    return [f"{(2 * i * (n - 1) + k - 1) // (2 * (k - 1)):05d}" for i in range(k)]
+
+
+def report_sheet_inputs(wildcards):
+    """A contact sheet's record shards, and their verification: a shard that failed its
+    check gets no sheet."""
+    ds, split, schema = wildcards.ds, wildcards.split, wildcards.schema
+    return {
+        "verified": f"{RESULTS}/{ds}verify/{schema}.json",
+        "records": [record_shard(ds, schema, split, s) for s in report_sample_shards(ds, split)],
+    }
+
+
+def report_split_inputs(wildcards):
+    """A split's member table, its shards' resize metadata (source sizes) and the summary
+    (records and bytes per shard)."""
+    ds, split = wildcards.ds, wildcards.split
+    return {
+        "table": f"{RESULTS}/{ds}index/{split}.tsv",
+        "meta": [stage_path(ds, split, "resized", f"{s}.meta.tsv") for s in shard_ids(ds, split)],
+        "summary": f"{RESULTS}/{ds}summary.json",
+    }
+
+
+def report_benchmarks(ds):
+    """(stage, benchmark file, shard list: its images) of every job a dataset's records
+    come from: downloads (URL lists), resize, ravel and embed per shard, records per shard
+    and schema."""
+    spec = DATASETS[ds]
+    jobs = []
+    for split in spec.splits:
+        if config["source"]["type"] == "urls":
+            source = spec.splits[split]["from"]
+            for shard in sorted(
+                {f for s in shard_ids(ds, split) for f in download_feeds(ds, split, s)}
+            ):
+                jobs.append(
+                    (
+                        "download",
+                        f"{RESULTS}/benchmarks/download/{source}/{shard}.tsv",
+                        source_shard_index(source, shard),
+                    )
+                )
+        stages = ["resize"] + [s for s in ("ravel", "embed") if needs_stage(s)(spec)]
+        for stage in stages:
+            for shard in shard_ids(ds, split):
+                key = stage_key(ds, split, stage)
+                jobs.append(
+                    (
+                        stage,
+                        f"{RESULTS}/benchmarks/{stage}/{key}{split}/{shard}.tsv",
+                        shard_index(ds, split, shard),
+                    )
+                )
+        for schema in spec.config["records"]["schemas"]:
+            for shard in shard_ids(ds, split):
+                name = record_name(ds, schema, split, shard)
+                jobs.append(
+                    (
+                        "records",
+                        f"{RESULTS}/{ds}benchmarks/records/{schema}/{name}.tsv",
+                        shard_index(ds, split, shard),
+                    )
+                )
+    return jobs
+
+
+def report_dataset_inputs(wildcards):
+    """The rejects gallery's tables (the summary's rejects and reason counts, the split
+    tables with each file's place in its source, the ignored files) and every benchmark
+    file of the dataset's jobs with its shard list."""
+    ds, spec = wildcards.ds, dataset(wildcards)
+    jobs = report_benchmarks(ds)
+    return {
+        "rejects": f"{RESULTS}/{ds}rejects.tsv",
+        "summary": f"{RESULTS}/{ds}summary.json",
+        "tables": [f"{RESULTS}/{ds}index/{split}.tsv" for split in spec.splits],
+        "ignored": IGNORED_TSV,
+        "benchmarks": [bench for _, bench, _ in jobs],
+        "lists": [members for _, _, members in jobs],
+    }
+
+
+# HOOK (duplicates): the lead sets this True once rules/duplicates.smk makes
+# results/{ds}duplicates.tsv and .json; rule report_duplicates then shows them.
+REPORT_DUPLICATES = False
+
+
+def report_outputs(ds):
+    """A dataset's report files (rules/report.smk): per split its contact sheets (one
+    per schema, with the sampled records' table) and plots, per dataset the rejects
+    gallery, ignored list and throughput."""
+    spec = DATASETS[ds]
+    made = f"{RESULTS}/{ds}report"
+    paths = []
+    for split in spec.splits:
+        for schema in spec.config["records"]["schemas"]:
+            paths += [f"{made}/{split}/sheet_{schema}.png", f"{made}/{split}/sheet_{schema}.tsv"]
+        paths += [f"{made}/{split}/{name}.png" for name in REPORT_SPLIT_FIGURES]
+    paths += [f"{made}/{name}" for name in REPORT_DATASET_FILES]
+    if REPORT_DUPLICATES:
+        paths += [f"{made}/duplicates.png", f"{made}/duplicates.tsv"]
+    return paths
+
+
+REPORT_SPLIT_FIGURES = ("classes", "source_size", "source_aspect", "shards")
+REPORT_DATASET_FILES = (
+    "rejects.png",
+    "rejects.tsv",
+    "ignored.tsv",
+    "throughput.png",
+    "throughput.tsv",
+)
