@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -199,12 +200,20 @@ def test_a_truncated_jpeg_gives_a_thumbnail_and_garbage_none():
 # -- the browser -------------------------------------------------------------------------
 
 
+def _above_9(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
 class Browser:
     """Headless chromium with the DevTools protocol on a pipe; one page."""
 
     def __init__(self, executable: str, profile: Path, timeout: float = 60.0):
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        # above 9, so that neither is fd 3 or 4 before bash moves them there
+        to_chrome_r, from_chrome_w = _above_9(to_chrome_r), _above_9(from_chrome_w)
         args = [
             "--headless",
             "--no-sandbox",  # root in a container
@@ -217,9 +226,15 @@ class Browser:
             "--window-size=1400,1000",
             "about:blank",
         ]
-        # the protocol's fds 3 (commands in) and 4 (replies out)
+        # the protocol's fds 3 (commands in) and 4 (replies out); bash: dash takes no fd > 9
         self.process = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}', executable]
+            [
+                "/bin/bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{to_chrome_r} 4>&{from_chrome_w}'
+                f" {to_chrome_r}<&- {from_chrome_w}>&-",
+                executable,
+            ]
             + args,
             pass_fds=(to_chrome_r, from_chrome_w),
             stdout=subprocess.DEVNULL,

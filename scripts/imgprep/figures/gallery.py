@@ -26,6 +26,7 @@ from imgprep.tarindex import MEMBER_SEPARATOR, read_member
 __all__ = ["MAX_THUMBNAILS", "Reject", "read_thumbnail", "rejects_gallery"]
 
 MAX_THUMBNAILS = 48  # a gallery of a million rejects would be unreadable (and huge)
+MAX_LISTED = 12  # rejects without a thumbnail named above the thumbnails
 THUMBNAIL_SIDE = 160
 # a thumbnail is never worth decoding a decompression bomb for
 MAX_PIXELS = 64_000_000
@@ -106,7 +107,9 @@ def rejects_gallery(
     with_image = [r for r in rejects if r.thumbnail is not None]
     shown = with_image[:MAX_THUMBNAILS]
     rows = max(1, -(-len(shown) // columns))
-    table_h = 0.6 + 0.25 * max(1, len(reason_counts))
+    without = [r for r in rejects if r.thumbnail is None]
+    listed = without[:MAX_LISTED]
+    table_h = 0.9 + 0.2 * (max(1, len(reason_counts)) + len(listed))
     fig = plt.figure(figsize=(2 * columns, table_h + 2.3 * rows))
     grid = fig.add_gridspec(rows + 1, columns, height_ratios=[table_h] + [2.3] * rows)
     head = fig.add_subplot(grid[0, :])
@@ -118,6 +121,11 @@ def rejects_gallery(
         + (f", {len(with_image) - len(shown)} more decode" if len(with_image) > len(shown) else "")
         + f", {len(rejects) - len(with_image)} do not decode"
     )
+    for reject in listed:
+        name = reject.path.rsplit("/", 1)[-1]
+        lines.append(f"  no image: {reject.split}/{_short(name, 40)}: {_short(reject.reason, 60)}")
+    if len(without) > len(listed):
+        lines.append(f"  … and {len(without) - len(listed)} more without a thumbnail (rejects.tsv)")
     head.text(0, 1, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=9)
     for i, reject in enumerate(shown):
         ax = fig.add_subplot(grid[1 + i // columns, i % columns])
