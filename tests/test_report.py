@@ -87,7 +87,8 @@ def png(path: Path) -> np.ndarray:
 def assert_drawn(pixels: np.ndarray, what) -> None:
     """A real picture: not one colour, not a blank page."""
     assert pixels.shape[0] > 100 and pixels.shape[1] > 100, what
-    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    packed = pixels.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], np.uint32)
+    colours = np.unique(packed)
     assert len(colours) > 20 and pixels.std() > 5, f"{what}: blank ({len(colours)} colours)"
 
 
