@@ -130,6 +130,7 @@ rule report_dataset:
         "../envs/report.yaml"
     params:
         stages=lambda w: [stage for stage, _, _ in report_benchmarks(w.ds)],
+        benchmarks=lambda w: [bench for _, bench, _ in report_benchmarks(w.ds)],
         source=source_read_params(),
         category=report_category,
     script:

@@ -25,7 +25,7 @@ with rule_log(snakemake):
         out.write(source.read())
     totals = throughput_report(
         snakemake.params.stages,
-        list(snakemake.input.benchmarks),
+        snakemake.params.benchmarks,
         list(snakemake.input.lists),
         snakemake.output.throughput,
         snakemake.output.throughput_table,

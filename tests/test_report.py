@@ -171,6 +171,7 @@ def test_throughput_counts_each_stage_s_jobs_and_images(built):
     for name, jobs in expected.items():
         table = read_tsv(built / "results" / name / "report" / "throughput.tsv")
         assert dict(zip(table["stage"], table["jobs"].astype(int), strict=True)) == jobs
+        assert (table["measured"] == table["jobs"]).all()
         assert set(table["images"].astype(int)) == {58}  # every shard list's images
         assert (table["wall_s"].astype(float) > 0).all()
         assert (table["images_per_s"].astype(float) > 0).all()
@@ -182,12 +183,15 @@ def test_stage_totals_sum_jobs_and_skip_what_was_not_measured():
             ("resize", 10, {"s": "2.0", "cpu_time": "1.5", "max_rss": "100.0"}),
             ("resize", 30, {"s": "2.0", "cpu_time": "0.5", "max_rss": "300.0"}),
             ("records", 40, {"s": "NA", "cpu_time": "NA", "max_rss": "NA"}),
+            ("records", 40, {}),  # no benchmark file
         ]
     )
     resize, records = totals
-    assert (resize.stage, resize.jobs, resize.images, resize.wall_s) == ("resize", 2, 40, 4.0)
-    assert resize.cpu_s == 2.0 and resize.max_rss_mb == 300.0 and resize.images_per_s == 10.0
-    assert records.jobs == 1 and records.images == 0 and np.isnan(records.images_per_s)
+    assert (resize.stage, resize.jobs, resize.measured) == ("resize", 2, 2)
+    assert (resize.images, resize.wall_s, resize.cpu_s) == (40, 4.0, 2.0)
+    assert resize.max_rss_mb == 300.0 and resize.images_per_s == 10.0
+    assert (records.jobs, records.measured, records.images) == (2, 0, 0)
+    assert np.isnan(records.images_per_s) and np.isnan(records.max_rss_mb)
 
 
 def test_a_truncated_jpeg_gives_a_thumbnail_and_garbage_none():
@@ -410,3 +414,16 @@ def test_chromium_renders_every_image_of_the_report(built, tmp_path):
     with Image.open(io.BytesIO(shot)) as image:
         assert image.size == (1400, 1000)
     assert_drawn(png(screenshot), "the screenshot")
+
+
+def test_a_lost_benchmark_file_reruns_no_job(built):
+    """The benchmark files are read, not required: a results folder of an older run (no
+    records benchmarks) or a cleaned benchmarks/ re-runs no resize or records job."""
+    resize = built / "results" / "benchmarks" / "resize"
+    bench = sorted(resize.glob("*/validation/00000.tsv"))[0]
+    records = built / "results" / "imagenet" / "benchmarks" / "records" / "imagenet"
+    for path in (bench, records / "train-00000-of-00004.tsv"):
+        path.unlink()
+    proc = snakemake(built, "-n", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -164,7 +164,8 @@ class StageTotals:
 
     stage: str
     jobs: int
-    images: int
+    measured: int  # jobs with a benchmark file that has a wall time
+    images: int  # of the measured jobs
     wall_s: float
     cpu_s: float
     max_rss_mb: float  # the largest job's; nan where no file had a number
@@ -177,6 +178,7 @@ class StageTotals:
         return (
             self.stage,
             self.jobs,
+            self.measured,
             self.images,
             f"{self.wall_s:.2f}",
             f"{self.cpu_s:.2f}",
@@ -185,7 +187,16 @@ class StageTotals:
         )
 
 
-THROUGHPUT_COLUMNS = ("stage", "jobs", "images", "wall_s", "cpu_s", "images_per_s", "max_rss_mb")
+THROUGHPUT_COLUMNS = (
+    "stage",
+    "jobs",
+    "measured",
+    "images",
+    "wall_s",
+    "cpu_s",
+    "images_per_s",
+    "max_rss_mb",
+)
 
 
 def _number(text) -> float:
@@ -197,20 +208,22 @@ def _number(text) -> float:
 
 def stage_totals(jobs: Iterable[tuple[str, int, Mapping]]) -> list[StageTotals]:
     """Per stage, in first-seen order: (stage, images of the job, its benchmark row: s,
-    cpu_time, max_rss ...) summed; a job's images count only with its wall time."""
+    cpu_time, max_rss ...; {} where it has no file) summed; a job's images count only
+    with its wall time."""
     stages: dict[str, list] = {}
     for stage, images, bench in jobs:
-        totals = stages.setdefault(stage, [0, 0, 0.0, 0.0, math.nan])
+        totals = stages.setdefault(stage, [0, 0, 0, 0.0, 0.0, math.nan])
         wall, cpu = _number(bench.get("s")), _number(bench.get("cpu_time"))
         rss = _number(bench.get("max_rss"))
         totals[0] += 1
         if not math.isnan(wall):
-            totals[1] += images
-            totals[2] += wall
+            totals[1] += 1
+            totals[2] += images
+            totals[3] += wall
         if not math.isnan(cpu):
-            totals[3] += cpu
+            totals[4] += cpu
         if not math.isnan(rss):
-            totals[4] = rss if math.isnan(totals[4]) else max(totals[4], rss)
+            totals[5] = rss if math.isnan(totals[5]) else max(totals[5], rss)
     return [StageTotals(stage, *values) for stage, values in stages.items()]
 
 
@@ -228,7 +241,8 @@ def throughput(totals: Sequence[StageTotals], out_png, title: str) -> None:
         left.set_xticks(x, names)
         left.set_ylabel("images / s (per job, wall)")
         for i, t in enumerate(totals):
-            left.text(i, rates[i], f"{rates[i]:.1f}\n{t.jobs} jobs", ha="center", va="bottom")
+            jobs = f"{t.jobs} jobs" if t.measured == t.jobs else f"{t.measured} of {t.jobs} jobs"
+            left.text(i, rates[i], f"{rates[i]:.1f}\n{jobs}", ha="center", va="bottom")
         left.margins(y=0.25)
         right.bar(x - 0.2, [t.wall_s for t in totals], 0.4, label="wall s")
         right.bar(x + 0.2, [t.cpu_s for t in totals], 0.4, label="CPU s")
@@ -275,15 +289,20 @@ def split_figures(table, metas, summary, split: str, out: Mapping[str, str], tit
 
 def throughput_report(stages, benchmarks, lists, out_png, out_tsv, title: str) -> list:
     """Per stage totals of its jobs (``stages[i]``'s job wrote ``benchmarks[i]`` for the
-    images of shard list ``lists[i]``): the TSV (THROUGHPUT_COLUMNS) and the plot."""
+    images of shard list ``lists[i]``): the TSV (THROUGHPUT_COLUMNS) and the plot. A
+    missing benchmark file (a job of an older run, a cleaned folder) is a job not
+    measured, never a reason to run it again: the files are no rule inputs."""
     from imgprep.files.tables import read_tsv, table_bytes
 
     def jobs():
         for stage, bench, members in zip(stages, benchmarks, lists, strict=True):
-            rows = read_tsv(bench).to_dict("records")
             images = len(read_tsv(members))
-            for row in rows[-1:]:  # one line per run (a repeated benchmark: the last)
-                yield stage, images, row
+            try:
+                rows = read_tsv(bench).to_dict("records")
+            except FileNotFoundError:
+                rows = [{}]
+            # one line per run (--benchmark-repeats: the last)
+            yield stage, images, rows[-1] if rows else {}
 
     totals = stage_totals(jobs())
     with atomic_write(out_tsv, "wb") as handle:
