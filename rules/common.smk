@@ -67,7 +67,7 @@ def any_of(patterns):
 
 def dataset_schemas(indexed):
     """Constraint of the records rules' ``ds``: each dataset's folder, followed by
-    [checksums/ or benchmarks/]records/<a schema of its whose shards get an index file (indexed=True),
+    [checksums/]records/<a schema of its whose shards get an index file (indexed=True),
     or get none> (a lookahead: whether a shard gets one depends on the format and the
     dataset's compression together, and one rule's outputs are fixed)."""
     choices = []
@@ -80,7 +80,7 @@ def dataset_schemas(indexed):
         ]
         if schemas:
             choices.append(
-                f"{re.escape(folder)}(?=(?:checksums/|benchmarks/)?records/(?:{'|'.join(schemas)})/)"
+                f"{re.escape(folder)}(?=(?:checksums/)?records/(?:{'|'.join(schemas)})/)"
             )
     return "|".join(choices)
 
@@ -474,12 +474,48 @@ def summary_inputs(wildcards):
             for shard in shard_ids(ds, split)
         ],
         "ignored": IGNORED_TSV,
+        **stage_benchmarks(ds),
     }
+
+
+def stage_benchmarks(ds):
+    """``benchmarks/<stage>`` -> the benchmark files of the dataset's jobs of that stage
+    (download, resize, ravel, embed, records <schema>, verify <schema>): the summary's
+    per-stage totals. Shared jobs (one resize for two datasets) count in each."""
+    spec = DATASETS[ds]
+    made = f"{RESULTS}/benchmarks"
+    shards = {split: shard_ids(ds, split) for split in spec.splits}
+    stages = {}
+    if config["source"]["type"] == "urls":
+        stages["download"] = [
+            f"{made}/download/{source}/{shard}.tsv"
+            for source in dict.fromkeys(spec.splits[split]["from"] for split in spec.splits)
+            for shard in shard_ids_of_source(source)
+        ]
+    for stage, folder in (("resize", "resize"), ("ravel", "ravel"), ("embed", "embed")):
+        if stage == "resize" or needs_stage(stage)(spec):
+            stages[stage] = [
+                f"{made}/{folder}/{stage_key(ds, split, stage)}{split}/{shard}.tsv"
+                for split in spec.splits
+                for shard in shards[split]
+            ]
+    for schema in spec.config["records"]["schemas"]:
+        stages[f"records {schema}"] = [
+            f"{made}/records/{ds}records/{schema}/{record_name(ds, schema, split, shard)}.tsv"
+            for split in spec.splits
+            for shard in shards[split]
+        ]
+        stages[f"verify {schema}"] = [f"{made}/verify/{ds}{schema}.tsv"]
+    return {f"benchmarks/{stage}": paths for stage, paths in stages.items()}
+
+
+def shard_ids_of_source(split):
+    return [f"{i:05d}" for i in range(SOURCE_SPLITS[split]["shards"])]
 
 
 def summary_outputs(ds):
     made = f"{RESULTS}/{ds}"
-    return [f"{made}summary.json", f"{made}summary.tsv", f"{made}rejects.tsv"]
+    return [f"{made}summary.json", f"{made}summary.tsv", f"{made}rejects.tsv", f"{made}stages.tsv"]
 
 
 def upstream(stage):
@@ -551,63 +587,18 @@ def report_split_inputs(wildcards):
     }
 
 
-def report_benchmarks(ds):
-    """(stage, benchmark file, shard list: its images) of every job a dataset's records
-    come from: downloads (URL lists), resize, ravel and embed per shard, records per shard
-    and schema."""
-    spec = DATASETS[ds]
-    jobs = []
-    for split in spec.splits:
-        if config["source"]["type"] == "urls":
-            source = spec.splits[split]["from"]
-            for shard in sorted(
-                {f for s in shard_ids(ds, split) for f in download_feeds(ds, split, s)}
-            ):
-                jobs.append(
-                    (
-                        "download",
-                        f"{RESULTS}/benchmarks/download/{source}/{shard}.tsv",
-                        source_shard_index(source, shard),
-                    )
-                )
-        stages = ["resize"] + [s for s in ("ravel", "embed") if needs_stage(s)(spec)]
-        for stage in stages:
-            for shard in shard_ids(ds, split):
-                key = stage_key(ds, split, stage)
-                jobs.append(
-                    (
-                        stage,
-                        f"{RESULTS}/benchmarks/{stage}/{key}{split}/{shard}.tsv",
-                        shard_index(ds, split, shard),
-                    )
-                )
-        for schema in spec.config["records"]["schemas"]:
-            for shard in shard_ids(ds, split):
-                name = record_name(ds, schema, split, shard)
-                jobs.append(
-                    (
-                        "records",
-                        f"{RESULTS}/{ds}benchmarks/records/{schema}/{name}.tsv",
-                        shard_index(ds, split, shard),
-                    )
-                )
-    return jobs
-
-
 def report_dataset_inputs(wildcards):
     """The rejects gallery's tables (the summary's rejects and reason counts, the split
-    tables with each file's place in its source, the ignored files) and the shard list of
-    each job in report_benchmarks. The benchmark files are params, not inputs: a missing
-    one (an older run's job) must not re-run a resize or records job; the summary, an
-    input, comes after every job they measure."""
+    tables with each file's place in its source, the ignored files) and the summary's
+    per-stage totals (stages.tsv, from the benchmark files)."""
     ds, spec = wildcards.ds, dataset(wildcards)
-    jobs = report_benchmarks(ds)
+    made = f"{RESULTS}/{ds}"
     return {
-        "rejects": f"{RESULTS}/{ds}rejects.tsv",
-        "summary": f"{RESULTS}/{ds}summary.json",
-        "tables": [f"{RESULTS}/{ds}index/{split}.tsv" for split in spec.splits],
+        "rejects": f"{made}rejects.tsv",
+        "summary": f"{made}summary.json",
+        "stages": f"{made}stages.tsv",
+        "tables": [f"{made}index/{split}.tsv" for split in spec.splits],
         "ignored": IGNORED_TSV,
-        "lists": [members for _, _, members in jobs],
     }
 
 

@@ -21,7 +21,7 @@ rule records_shard:
     log:
         f"{RESULTS}/logs/records/{{ds}}{{schema}}/{{folder}}{{file}}.log",
     benchmark:
-        f"{RESULTS}/{{ds}}benchmarks/records/{{schema}}/{{folder}}{{file}}.tsv"
+        f"{RESULTS}/benchmarks/records/{{ds}}records/{{schema}}/{{folder}}{{file}}.tsv"
     wildcard_constraints:
         ds=INDEXED_RECORDS or UNINDEXED_RECORDS,
         folder=r"(?:[^/]+/)?",

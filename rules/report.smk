@@ -1,7 +1,8 @@
 # The figures of `snakemake --report report.html` (Snakemake's own report): per dataset
 # and split, contact sheets of records decoded back from the shards, the class, source
 # size and aspect histograms and the shard sizes; per dataset the rejects gallery, the
-# ignored list and the per-stage throughput from the rules' benchmark files. Category:
+# ignored list and the per-stage throughput (the summary's stages.tsv, from the rules'
+# benchmark files). Category:
 # the dataset ("imgprep" without `datasets:`); subcategory: the split, or "all splits".
 # One label, "figure", unique within a subcategory: the report's table has a row each.
 
@@ -84,7 +85,7 @@ rule report_split:
 
 
 # One per dataset: the rejects (with thumbnails of what still decodes), the source's
-# ignored files, and each stage's jobs from their benchmark files.
+# ignored files, and each stage's totals (the summary's stages.tsv).
 rule report_dataset:
     input:
         unpack(report_dataset_inputs),
@@ -129,8 +130,6 @@ rule report_dataset:
     conda:
         "../envs/report.yaml"
     params:
-        stages=lambda w: [stage for stage, _, _ in report_benchmarks(w.ds)],
-        benchmarks=lambda w: [bench for _, bench, _ in report_benchmarks(w.ds)],
         source=source_read_params(),
         category=report_category,
     script:

@@ -28,7 +28,6 @@ import pytest
 import yaml
 from helpers import REPO, copy_checkout, jpeg_bytes
 from imgprep.figures.gallery import decode_thumbnail
-from imgprep.figures.plots import stage_totals
 from imgprep.files.tables import read_tsv
 from imgprep.formats import get_format
 from PIL import Image
@@ -162,36 +161,20 @@ def test_the_rejects_gallery_lists_the_two_rejects_with_their_reasons(built):
         assert ignored["path"].tolist() == ["train/n04485082/notes.txt"]
 
 
-def test_throughput_counts_each_stage_s_jobs_and_images(built):
+def test_throughput_shows_the_summary_s_stage_totals(built):
     expected = {
-        "imagenet": {"resize": 6, "records": 6},
-        "tangler": {"resize": 3, "ravel": 3, "records": 3},
-        "dlbs": {"resize": 3, "records": 3},
+        "imagenet": {"resize": 6, "records imagenet": 6, "verify imagenet": 1},
+        "tangler": {"resize": 3, "ravel": 3, "records tangler": 3, "verify tangler": 1},
+        "dlbs": {"resize": 3, "records dlbs": 3, "verify dlbs": 1},
     }
     for name, jobs in expected.items():
-        table = read_tsv(built / "results" / name / "report" / "throughput.tsv")
+        results = built / "results" / name
+        table = read_tsv(results / "report" / "throughput.tsv")
+        assert (results / "report" / "throughput.tsv").read_bytes() == (
+            results / "stages.tsv"
+        ).read_bytes()
         assert dict(zip(table["stage"], table["jobs"].astype(int), strict=True)) == jobs
-        assert (table["measured"] == table["jobs"]).all()
-        assert set(table["images"].astype(int)) == {58}  # every shard list's images
         assert (table["wall_s"].astype(float) > 0).all()
-        assert (table["images_per_s"].astype(float) > 0).all()
-
-
-def test_stage_totals_sum_jobs_and_skip_what_was_not_measured():
-    totals = stage_totals(
-        [
-            ("resize", 10, {"s": "2.0", "cpu_time": "1.5", "max_rss": "100.0"}),
-            ("resize", 30, {"s": "2.0", "cpu_time": "0.5", "max_rss": "300.0"}),
-            ("records", 40, {"s": "NA", "cpu_time": "NA", "max_rss": "NA"}),
-            ("records", 40, {}),  # no benchmark file
-        ]
-    )
-    resize, records = totals
-    assert (resize.stage, resize.jobs, resize.measured) == ("resize", 2, 2)
-    assert (resize.images, resize.wall_s, resize.cpu_s) == (40, 4.0, 2.0)
-    assert resize.max_rss_mb == 300.0 and resize.images_per_s == 10.0
-    assert (records.jobs, records.measured, records.images) == (2, 0, 0)
-    assert np.isnan(records.images_per_s) and np.isnan(records.max_rss_mb)
 
 
 def test_a_truncated_jpeg_gives_a_thumbnail_and_garbage_none():
@@ -414,16 +397,3 @@ def test_chromium_renders_every_image_of_the_report(built, tmp_path):
     with Image.open(io.BytesIO(shot)) as image:
         assert image.size == (1400, 1000)
     assert_drawn(png(screenshot), "the screenshot")
-
-
-def test_a_lost_benchmark_file_reruns_no_job(built):
-    """The benchmark files are read, not required: a results folder of an older run (no
-    records benchmarks) or a cleaned benchmarks/ re-runs no resize or records job."""
-    resize = built / "results" / "benchmarks" / "resize"
-    bench = sorted(resize.glob("*/validation/00000.tsv"))[0]
-    records = built / "results" / "imagenet" / "benchmarks" / "records" / "imagenet"
-    for path in (bench, records / "train-00000-of-00004.tsv"):
-        path.unlink()
-    proc = snakemake(built, "-n", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "Nothing to be done" in proc.stdout + proc.stderr

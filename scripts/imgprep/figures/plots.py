@@ -1,5 +1,6 @@
 """The report's plots (rules/report.smk): a split's class histogram, source size and aspect
-histograms and shard sizes, and a dataset's per-stage throughput.
+histograms and shard sizes, and a dataset's per-stage throughput (the summary's
+stages.tsv).
 
 matplotlib with the Agg backend (no display), a fixed dpi and no ``Software`` tag in the
 PNG, so a figure depends on its data and matplotlib's version only. Every function takes
@@ -8,9 +9,7 @@ plain numbers (the report scripts read the tables) and writes one PNG atomically
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -23,14 +22,14 @@ from imgprep.atomic import atomic_write  # noqa: E402
 
 __all__ = [
     "DPI",
-    "StageTotals",
     "aspect_histogram",
     "class_histogram",
     "save",
     "shard_sizes",
     "size_histogram",
-    "stage_totals",
+    "split_figures",
     "throughput",
+    "throughput_report",
 ]
 
 DPI = 100
@@ -158,95 +157,26 @@ def shard_sizes(per_schema: Mapping[str, Sequence[tuple[int, int]]], out_png, ti
     save(fig, out_png)
 
 
-@dataclass(frozen=True)
-class StageTotals:
-    """One stage's jobs, from their ``benchmark:`` files."""
-
-    stage: str
-    jobs: int
-    measured: int  # jobs with a benchmark file that has a wall time
-    images: int  # of the measured jobs
-    wall_s: float
-    cpu_s: float
-    max_rss_mb: float  # the largest job's; nan where no file had a number
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.wall_s if self.wall_s > 0 else math.nan
-
-    def row(self) -> tuple:
-        return (
-            self.stage,
-            self.jobs,
-            self.measured,
-            self.images,
-            f"{self.wall_s:.2f}",
-            f"{self.cpu_s:.2f}",
-            f"{self.images_per_s:.2f}",
-            f"{self.max_rss_mb:.1f}",
-        )
-
-
-THROUGHPUT_COLUMNS = (
-    "stage",
-    "jobs",
-    "measured",
-    "images",
-    "wall_s",
-    "cpu_s",
-    "images_per_s",
-    "max_rss_mb",
-)
-
-
-def _number(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):  # Snakemake writes NA for what it could not measure
-        return math.nan
-
-
-def stage_totals(jobs: Iterable[tuple[str, int, Mapping]]) -> list[StageTotals]:
-    """Per stage, in first-seen order: (stage, images of the job, its benchmark row: s,
-    cpu_time, max_rss ...; {} where it has no file) summed; a job's images count only
-    with its wall time."""
-    stages: dict[str, list] = {}
-    for stage, images, bench in jobs:
-        totals = stages.setdefault(stage, [0, 0, 0, 0.0, 0.0, math.nan])
-        wall, cpu = _number(bench.get("s")), _number(bench.get("cpu_time"))
-        rss = _number(bench.get("max_rss"))
-        totals[0] += 1
-        if not math.isnan(wall):
-            totals[1] += 1
-            totals[2] += images
-            totals[3] += wall
-        if not math.isnan(cpu):
-            totals[4] += cpu
-        if not math.isnan(rss):
-            totals[5] = rss if math.isnan(totals[5]) else max(totals[5], rss)
-    return [StageTotals(stage, *values) for stage, values in stages.items()]
-
-
-def throughput(totals: Sequence[StageTotals], out_png, title: str) -> None:
-    """Per stage: images per second of its jobs' wall time, and wall / CPU seconds."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
-    if not totals:
+def throughput(stages: Sequence[Mapping], out_png, title: str) -> None:
+    """Per stage (rows of the summary's stages.tsv: stage, jobs, img_per_s, wall_s,
+    cpu_s, ...): images per job-second, and wall / CPU seconds of all its jobs."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+    if not stages:
         _empty(left, "no benchmark files")
         right.set_axis_off()
     else:
-        names = [t.stage for t in totals]
-        x = np.arange(len(totals))
-        rates = [0 if math.isnan(t.images_per_s) else t.images_per_s for t in totals]
+        names = [row["stage"].replace(" ", "\n") for row in stages]
+        x = np.arange(len(stages))
+        rates = [float(row["img_per_s"]) for row in stages]
         left.bar(x, rates, color="tab:purple")
-        left.set_xticks(x, names)
-        left.set_ylabel("images / s (per job, wall)")
-        for i, t in enumerate(totals):
-            jobs = f"{t.jobs} jobs" if t.measured == t.jobs else f"{t.measured} of {t.jobs} jobs"
-            left.text(i, rates[i], f"{rates[i]:.1f}\n{jobs}", ha="center", va="bottom")
-        left.margins(y=0.25)
-        right.bar(x - 0.2, [t.wall_s for t in totals], 0.4, label="wall s")
-        right.bar(x + 0.2, [t.cpu_s for t in totals], 0.4, label="CPU s")
-        right.set_xticks(x, names)
+        left.set_xticks(x, names, fontsize=8)
+        left.set_ylabel("images / job-second")
+        for i, row in enumerate(stages):
+            left.text(i, rates[i], f"{rates[i]:g}\n{row['jobs']} jobs", ha="center", va="bottom")
+        left.margins(y=0.3)
+        right.bar(x - 0.2, [float(row["wall_s"]) for row in stages], 0.4, label="wall s")
+        right.bar(x + 0.2, [float(row["cpu_s"]) for row in stages], 0.4, label="CPU s")
+        right.set_xticks(x, names, fontsize=8)
         right.set_ylabel("seconds, all jobs")
         right.legend(fontsize=8)
     fig.suptitle(title)
@@ -254,7 +184,7 @@ def throughput(totals: Sequence[StageTotals], out_png, title: str) -> None:
     save(fig, out_png)
 
 
-# -- what the report rules draw, from the workflow's tables ----------------------------
+# -- what the report rules draw, from the workflow's tables -----------------------------
 
 
 def split_figures(table, metas, summary, split: str, out: Mapping[str, str], title: str) -> None:
@@ -287,28 +217,14 @@ def split_figures(table, metas, summary, split: str, out: Mapping[str, str], tit
     shard_sizes(per_schema, out["shards"], f"{title}: records and MB per shard")
 
 
-def throughput_report(stages, benchmarks, lists, out_png, out_tsv, title: str) -> list:
-    """Per stage totals of its jobs (``stages[i]``'s job wrote ``benchmarks[i]`` for the
-    images of shard list ``lists[i]``): the TSV (THROUGHPUT_COLUMNS) and the plot. A
-    missing benchmark file (a job of an older run, a cleaned folder) is a job not
-    measured, never a reason to run it again: the files are no rule inputs."""
-    from imgprep.files.tables import read_tsv, table_bytes
+def throughput_report(stages_tsv, out_png, title: str) -> list[dict]:
+    """The throughput plot of the summary's per-stage totals (stages.tsv)."""
+    from imgprep.files.tables import read_tsv
 
-    def jobs():
-        for stage, bench, members in zip(stages, benchmarks, lists, strict=True):
-            images = len(read_tsv(members))
-            try:
-                rows = read_tsv(bench).to_dict("records")
-            except FileNotFoundError:
-                rows = [{}]
-            # one line per run (--benchmark-repeats: the last)
-            yield stage, images, rows[-1] if rows else {}
-
-    totals = stage_totals(jobs())
-    with atomic_write(out_tsv, "wb") as handle:
-        handle.write(table_bytes(THROUGHPUT_COLUMNS, [t.row() for t in totals]))
-    throughput(totals, out_png, title)
-    return totals
+    stages = read_tsv(stages_tsv, required=("stage", "jobs", "img_per_s", "wall_s", "cpu_s"))
+    rows = stages.to_dict("records")
+    throughput(rows, out_png, title)
+    return rows
 
 
 def duplicate_pairs(pairs_tsv, out_png, title: str) -> None:

@@ -19,6 +19,7 @@ from imgprep.files.labels import LabelMap, read_labels
 from imgprep.files.tables import member_name, read_tsv
 from imgprep.formats import get_format
 from imgprep.formats.base import COLORSPACE_CHANNELS, Sample
+from imgprep.progress import Progress, tracked
 
 __all__ = ["iter_samples", "write_shard"]
 
@@ -214,4 +215,10 @@ def write_shard(
     if boxes is None and not spec.stores_boxes:
         boxes = {}  # the index's boxes are moved through the geometry only where stored
     samples = iter_samples(index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors)
+    samples = tracked(samples, Progress(f"records {schema}", _count_rows(meta_tsv)))
     return spec.write_shard(samples, out_path, compression, index_path, label_base)
+
+
+def _count_rows(tsv) -> int:
+    with open(tsv, "rb") as handle:
+        return max(0, sum(1 for line in handle if line.strip()) - 1)

@@ -14,6 +14,7 @@ from imgprep.atomic import atomic_write
 from imgprep.files.tables import META_COLUMNS, REJECT_COLUMNS, TEXT, clean, member_name
 from imgprep.files.tars import add_member, open_tar_writer
 from imgprep.kernels.resize import RejectedImage, ResizedImage, ResizeParams, resize_image
+from imgprep.progress import Progress
 from imgprep.s3 import is_s3_url, read_object
 from imgprep.sourcefile import ReadLimits, UnsafeSourceError, check_size, read_file
 
@@ -46,7 +47,8 @@ def resize_shard(
     """
     items = [_item(position, source, downloads) for position, source in enumerate(sources)]
     paths = [item[1] for item in items]
-    resized = rejected = 0
+    counts = {"resized": 0, "rejected": 0}
+    progress = Progress("resize", len(items), detail=lambda: f"{counts['rejected']} rejected")
     with contextlib.ExitStack() as stack:
         tar_file = stack.enter_context(atomic_write(tar_path, "wb"))
         meta = stack.enter_context(atomic_write(meta_path, "w", **TEXT))
@@ -57,12 +59,14 @@ def resize_shard(
         for position, image, reason in _results(items, params, threads, limits or ReadLimits()):
             if image is None:
                 rejects.write(f"{position}\t{clean(paths[position])}\t{clean(reason)}\n")
-                rejected += 1
-                continue
-            add_member(tar, member_name(position), image.data)
-            meta.write("\t".join(_meta_row(position, image)) + "\n")
-            resized += 1
-    return resized, rejected
+                counts["rejected"] += 1
+            else:
+                add_member(tar, member_name(position), image.data)
+                meta.write("\t".join(_meta_row(position, image)) + "\n")
+                counts["resized"] += 1
+            progress.advance()
+    progress.finish()
+    return counts["resized"], counts["rejected"]
 
 
 # -- the work of one image --------------------------------------------------------------

@@ -105,3 +105,22 @@ def _reason_counts(reasons) -> dict[str, int]:
 
     kinds = reasons.map(kind)
     return {kind: int(n) for kind, n in sorted(kinds.value_counts().items())}
+
+
+def stage_images(summary: dict, stages) -> dict[str, int]:
+    """The images each stage of ``stages`` handled, from the summary: download and resize
+    every indexed image, ravel and embed the resized ones (not rejected), records and verify
+    <schema> that format's records."""
+    splits = summary["splits"].values()
+    images = sum(split["images"] for split in splits)
+    resized = images - sum(split["rejects"] for split in splits)
+    counts = {}
+    for stage in stages:
+        kind, _, schema = stage.partition(" ")
+        if kind in ("download", "resize"):
+            counts[stage] = images
+        elif kind in ("ravel", "embed"):
+            counts[stage] = resized
+        else:
+            counts[stage] = sum(split["schemas"][schema]["records"] for split in splits)
+    return counts

@@ -24,6 +24,7 @@ from imgprep.files.tables import read_tsv
 from imgprep.files.tfrecord import normalize_compression, record_index
 from imgprep.formats import get_format
 from imgprep.formats.base import RecordFormat, UnreadableShard
+from imgprep.progress import Progress, tracked
 
 __all__ = ["VerificationError", "forget_failed", "read_recorded_sha256", "verify_shards"]
 
@@ -266,7 +267,9 @@ def verify_shards(
     cache = Path(cache_dir) if cache_dir is not None else None
     results, failures = [], []
     reader = None
-    for shard in shards:
+    shards = list(shards)
+    progress = Progress(f"verify {schema}", len(shards), unit="shards")
+    for shard in tracked(shards, progress):
         try:
             recorded = read_recorded_sha256(shard["sha256"]) if shard.get("sha256") else None
         except (OSError, VerificationError) as error:
