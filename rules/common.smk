@@ -426,12 +426,13 @@ def metadata_outputs(ds):
 
 def dataset_outputs(ds):
     """What building a dataset means: its summary, records and metadata files, and the
-    duplicate audit."""
+    duplicate audit and the report's figures (`snakemake --report report.html` collects them)."""
     return [
         *summary_outputs(ds),
         *metadata_outputs(ds),
         *dataset_records(ds),
         *duplicates_outputs(ds),
+        *report_outputs(ds),
     ]
 
 
@@ -480,16 +481,17 @@ def summary_inputs(wildcards):
             for shard in shard_ids(ds, split)
         ],
         "ignored": IGNORED_TSV,
-        **stage_benchmarks(ds),
         "duplicates": duplicates_outputs(ds)[1],
         **leak_drops(ds),
     }
 
 
 def stage_benchmarks(ds):
-    """``benchmarks/<stage>`` -> the benchmark files of the dataset's jobs of that stage
-    (download, resize, ravel, embed, records <schema>, verify <schema>): the summary's
-    per-stage totals. Shared jobs (one resize for two datasets) count in each."""
+    """Stage -> the benchmark files of the dataset's jobs of that stage (download, resize,
+    ravel, embed, records <schema>, verify <schema>): the summary's per-stage totals.
+    Shared jobs (one resize for two datasets) count in each. A params value, not inputs:
+    a missing benchmark file (a build from before records had one) is a job not
+    measured, never a reason to re-run it."""
     spec = DATASETS[ds]
     made = f"{RESULTS}/benchmarks"
     shards = {split: shard_ids(ds, split) for split in spec.splits}
@@ -514,7 +516,7 @@ def stage_benchmarks(ds):
             for shard in shards[split]
         ]
         stages[f"verify {schema}"] = [f"{made}/verify/{ds}{schema}.tsv"]
-    return {f"benchmarks/{stage}": paths for stage, paths in stages.items()}
+    return stages
 
 
 def shard_ids_of_source(split):
@@ -587,3 +589,84 @@ def leak_drops(ds, split=None):
     if found["leaks"] != "drop" or (split is not None and split not in found["train_splits"]):
         return {}
     return {"leaks": duplicates_outputs(ds)[2]}
+
+
+# -- report --
+
+
+def report_category(wildcards):
+    """The report's category of a dataset's results: its name ("imgprep" without
+    `datasets:`)."""
+    return DATASETS[wildcards.ds].name if wildcards.ds else "imgprep"
+
+
+def report_sample_shards(ds, split):
+    """The shards a split's contact sheets sample: report.shards of them, evenly spaced
+    from the first to the last (rounded half up, so always distinct)."""
+    n = DATASETS[ds].splits[split]["shards"]
+    k = min(DATASETS[ds].config["report"]["shards"], n)
+    if k <= 1:
+        return shard_ids(ds, split)[:k]
+    return [f"{(2 * i * (n - 1) + k - 1) // (2 * (k - 1)):05d}" for i in range(k)]
+
+
+def report_sheet_inputs(wildcards):
+    """A contact sheet's record shards, and their verification: a shard that failed its
+    check gets no sheet."""
+    ds, split, schema = wildcards.ds, wildcards.split, wildcards.schema
+    return {
+        "verified": f"{RESULTS}/{ds}verify/{schema}.json",
+        "records": [record_shard(ds, schema, split, s) for s in report_sample_shards(ds, split)],
+    }
+
+
+def report_split_inputs(wildcards):
+    """A split's member table, its shards' resize metadata (source sizes) and the summary
+    (records and bytes per shard)."""
+    ds, split = wildcards.ds, wildcards.split
+    return {
+        "table": f"{RESULTS}/{ds}index/{split}.tsv",
+        "meta": [stage_path(ds, split, "resized", f"{s}.meta.tsv") for s in shard_ids(ds, split)],
+        "summary": f"{RESULTS}/{ds}summary.json",
+    }
+
+
+def report_dataset_inputs(wildcards):
+    """The rejects gallery's tables (the summary's rejects and reason counts, the split
+    tables with each file's place in its source, the ignored files) and the summary's
+    per-stage totals (stages.tsv, from the benchmark files)."""
+    ds, spec = wildcards.ds, dataset(wildcards)
+    made = f"{RESULTS}/{ds}"
+    return {
+        "rejects": f"{made}rejects.tsv",
+        "summary": f"{made}summary.json",
+        "stages": f"{made}stages.tsv",
+        "tables": [f"{made}index/{split}.tsv" for split in spec.splits],
+        "ignored": IGNORED_TSV,
+    }
+
+
+def report_outputs(ds):
+    """A dataset's report files (rules/report.smk): per split its contact sheets (one
+    per schema, with the sampled records' table) and plots, per dataset the rejects
+    gallery, ignored list, throughput and the duplicate audit's pairs."""
+    spec = DATASETS[ds]
+    made = f"{RESULTS}/{ds}report"
+    paths = []
+    for split in spec.splits:
+        for schema in spec.config["records"]["schemas"]:
+            paths += [f"{made}/{split}/sheet_{schema}.png", f"{made}/{split}/sheet_{schema}.tsv"]
+        paths += [f"{made}/{split}/{name}.png" for name in REPORT_SPLIT_FIGURES]
+    return paths + [f"{made}/{name}" for name in REPORT_DATASET_FILES]
+
+
+REPORT_SPLIT_FIGURES = ("classes", "source_size", "source_aspect", "shards")
+REPORT_DATASET_FILES = (
+    "rejects.png",
+    "rejects.tsv",
+    "ignored.tsv",
+    "throughput.png",
+    "throughput.tsv",
+    "duplicates.png",
+    "duplicates.tsv",
+)

@@ -35,6 +35,8 @@ rule summary:
         f"{RESULTS}/logs/summary/{{ds}}summary.log",
     conda:
         "../envs/index.yaml"
+    params:
+        benchmarks=lambda w: stage_benchmarks(w.ds),
     script:
         "../scripts/summary.py"
 

@@ -17,11 +17,7 @@ with rule_log(snakemake):
         duplicates=snakemake.input.get("duplicates"),
         leaks=snakemake.input.get("leaks"),
     )
-    benchmarks = {
-        name.removeprefix("benchmarks/"): list(paths)
-        for name, paths in snakemake.input.items()
-        if name.startswith("benchmarks/")
-    }
+    benchmarks = snakemake.params.benchmarks
     totals = stage_totals(benchmarks, stage_images(summary, benchmarks))
     write_stage_totals(totals, snakemake.output.stages)
     print(summary["totals"])

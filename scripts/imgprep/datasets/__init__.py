@@ -22,7 +22,7 @@ from imgprep.datasets.presets import PRESETS
 from imgprep.errors import ConfigError
 
 # a dataset's own sections, laid over the top-level ones
-SECTIONS = ("records", "resize", "ravel", "embed", "labels", "duplicates")
+SECTIONS = ("records", "resize", "ravel", "embed", "labels", "duplicates", "report")
 # results/<name>/ must not be a folder the run itself writes, nor a rule's name (a target)
 RESERVED = frozenset(
     (
