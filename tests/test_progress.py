@@ -191,12 +191,15 @@ def test_stage_totals_sum_the_benchmark_files(tmp_path):
         )
         paths.append(path)
     assert read_benchmark(paths[2])["max_rss"] != read_benchmark(paths[2])["max_rss"]  # NaN
+    missing = tmp_path / "a build from before the rule had a benchmark.tsv"
     rows = stage_totals(
-        {"resize": paths, "verify dlbs": paths[:1]}, {"resize": 120, "verify dlbs": 40}
+        {"resize": paths, "verify dlbs": paths[:1], "records dlbs": [missing, paths[0]]},
+        {"resize": 120, "verify dlbs": 40, "records dlbs": 40},
     )
     assert rows[0] == {
         "stage": "resize",
         "jobs": 3,
+        "measured": 3,
         "images": 120,
         "wall_s": 12.0,
         "cpu_s": 6.5,
@@ -205,10 +208,12 @@ def test_stage_totals_sum_the_benchmark_files(tmp_path):
         "max_rss_mb": 300.2,
     }
     assert rows[1]["img_per_s"] == 20.0
+    # one of two jobs measured: its half of the images in its 2 s
+    assert (rows[2]["jobs"], rows[2]["measured"], rows[2]["img_per_s"]) == (2, 1, 10.0)
     write_stage_totals(rows, tmp_path / "stages.tsv")
     table = (tmp_path / "stages.tsv").read_text().splitlines()
-    assert table[0].split("\t")[:3] == ["stage", "jobs", "images"]
-    assert table[1].split("\t")[:4] == ["resize", "3", "120", "12.0"]
+    assert table[0].split("\t")[:4] == ["stage", "jobs", "measured", "images"]
+    assert table[1].split("\t")[:5] == ["resize", "3", "3", "120", "12.0"]
 
 
 def test_format_of_a_duration():
