@@ -30,8 +30,9 @@ with rule_log(snakemake):
                     panels,
                 )
             )
-    title = f"{snakemake.params.category} {split}: {schema}, {len(previews)} records"
+    shards = ", ".join(snakemake.params.shards)
+    title = f"{snakemake.params.category} {split}: {schema} (first records of shards {shards})"
     contact_sheet(previews, snakemake.output.sheet, title)
     with atomic_write(snakemake.output.sample, "wb") as handle:
         handle.write(table_bytes(SAMPLE_COLUMNS, rows))
-    print(f"{len(previews)} records from shards {', '.join(snakemake.params.shards)}")
+    print(f"{len(previews)} records from shards {shards}")
