@@ -40,6 +40,7 @@ include: "rules/ravel.smk"
 include: "rules/embed.smk"
 include: "rules/records.smk"
 include: "rules/verify.smk"
+include: "rules/card.smk"
 
 
 # the result, last: Snakemake's own last line is only "N of N steps (100%) done"

@@ -424,8 +424,8 @@ def metadata_outputs(ds):
 
 
 def dataset_outputs(ds):
-    """What building a dataset means: its summary, records and metadata files."""
-    return [*summary_outputs(ds), *metadata_outputs(ds), *dataset_records(ds)]
+    """What building a dataset means: its summary, records, metadata files and card."""
+    return [*summary_outputs(ds), *metadata_outputs(ds), *dataset_records(ds), *card_outputs(ds)]
 
 
 def verify_inputs(wildcards):
@@ -508,3 +508,60 @@ def verify_full():
     """verify.full: a token new in every invocation, so the params change and every
     verification re-runs, reading every shard (its cache ignored)."""
     return f"full {time.time_ns()}" if config["verify"]["full"] else False
+
+
+# -- dataset card --
+
+from imgprep.stages.card import config_sha256, source_description
+
+# the duplicate audit's counts (results/{ds}duplicates.json, rules/duplicates.smk): True
+# makes them an input of each card, which then shows them
+CARD_DUPLICATES = False
+
+
+def card_outputs(ds):
+    return [f"{RESULTS}/{ds}README.md"]
+
+
+def card_inputs(wildcards):
+    """A card's inputs: the summary (counts, shard hashes), the label map, the member
+    tables and the rejects table (and the duplicate audit's counts, when wired)."""
+    ds, spec = wildcards.ds, dataset(wildcards)
+    made = f"{RESULTS}/{ds}"
+    inputs = {
+        "summary": f"{made}summary.json",
+        "rejects": f"{made}rejects.tsv",
+        "labels": dataset_labels(ds),
+        "tables": [f"{made}index/{split}.tsv" for split in spec.splits],
+    }
+    if CARD_DUPLICATES:
+        inputs["duplicates"] = f"{made}duplicates.json"
+    return inputs
+
+
+def card_preset(wildcards):
+    spec = dataset(wildcards)
+    return config["datasets"][spec.name].get("preset") if spec.folder else None
+
+
+@functools.cache
+def _card_config_sha256(ds):
+    return config_sha256(DATASETS[ds].config)
+
+
+def card_config_sha256(wildcards):
+    """sha256 of the dataset's effective configuration as canonical JSON."""
+    return _card_config_sha256(wildcards.ds)
+
+
+def card_source():
+    return source_description(config)
+
+
+def card_snippets(wildcards):
+    """Each format's loading snippet, paths relative to the card's folder."""
+    spec = dataset(wildcards)
+    return {
+        schema: FORMATS[schema].loading_snippet(f"records/{schema}", list(spec.splits), spec.config)
+        for schema in spec.config["records"]["schemas"]
+    }
