@@ -10,7 +10,7 @@ rule dataset_card:
         f"{RESULTS}/logs/dataset_card/{{ds}}README.log",
     localrule: True
     conda:
-        "../envs/index.yaml"
+        "../envs/records.yaml"
     params:
         name=lambda w: dataset(w).name,
         preset=card_preset,

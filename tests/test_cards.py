@@ -23,7 +23,7 @@ from imgprep.config import validate_config
 from imgprep.datasets import dataset_list
 from imgprep.formats import get_format
 from imgprep.stages.card import canonical_json
-from test_workflow import new_workdir, snakemake
+from test_workflow import new_workdir, outstanding, snakemake
 
 # config.yaml's three datasets, with the other formats that need no stage of their own
 # beside imagenet (webdataset, parquet), so that their snippets run too; Tangler draws 500
@@ -286,6 +286,11 @@ def test_koalarization_snippet_loads_what_its_format_writes(tmp_path):
 
 
 def test_a_config_without_datasets_gets_results_readme(tmp_path):
+    """Its one dataset's folder is results/ itself: the card is results/README.md, part of
+    the default target (one card job; the format folders' own README.md are other files)."""
     work = new_workdir(tmp_path / "single")
-    plan = snakemake(work, "-n", "--quiet", "rules", "results/README.md")
-    assert "dataset_card" in plan.stdout + plan.stderr
+    plan = snakemake(work, "-n")
+    text = plan.stdout + plan.stderr
+    cards = re.findall(r"^rule dataset_card:\n.*?output: (\S+)", text, re.S | re.M)
+    assert cards == ["results/README.md"]
+    assert outstanding(work)["dataset_card"] == 1

@@ -109,6 +109,8 @@ def workflow_commit() -> str | None:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
     def cell(value) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
         return str(value).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -242,18 +244,9 @@ def write_card(
                 "/".join(str(n) for n in sorted(shards)),
             )
         )
-    out += _table(
-        [
-            "split",
-            "images",
-            *(f"records ({s})" for s in schemas),
-            "rejects",
-            "classes",
-            "unlabelled",
-            "shards",
-        ],
-        rows,
-    )
+    records = [f"records ({s})" for s in schemas]
+    header = ["split", "images", *records, "rejects", "classes", "unlabelled", "shards"]
+    out += _table(header, rows)
     reasons = [
         (split, reason, count)
         for split, entry in splits.items()
@@ -366,9 +359,14 @@ def _checksums(splits: Mapping, schemas: Sequence[str]) -> list[str]:
     check = []
     for schema in schemas:
         rows = []
+        spec = get_format(schema)
         for split, entry in splits.items():
-            for shard in entry["schemas"][schema]["shards"]:
-                path = f"records/{schema}/{shard['record']}"
+            shards = entry["schemas"][schema]["shards"]
+            # the summary names each shard's file; its folder is the format's
+            named = (spec.shard_path(split, i, len(shards)) for i in range(len(shards)))
+            paths = {Path(path).name: path for path in named}
+            for shard in shards:
+                path = f"records/{schema}/{paths[shard['record']]}"
                 rows.append((split, f"`{path}`", shard["records"], shard["bytes"], shard["sha256"]))
                 check.append(f"{shard['sha256']}  {path}")
         lines += [f"### `{schema}`", ""]
