@@ -22,7 +22,7 @@ from helpers import REPO
 from imgprep.config import validate_config
 from imgprep.datasets import dataset_list
 from imgprep.formats import get_format
-from imgprep.stages.card import canonical_json
+from imgprep.stages.card import canonical_json, config_sha256, source_description, write_card
 from test_workflow import new_workdir, outstanding, snakemake
 
 # config.yaml's three datasets, with the other formats that need no stage of their own
@@ -260,6 +260,66 @@ def test_every_snippet_loads_every_record(built):
             schema,
         )
         assert all(counts.values()), (name, schema)
+
+
+def test_a_thousand_classes_fold_and_the_duplicate_counts_show(built, tmp_path):
+    """The label map of 1000 classes sits in a <details> block, every class in it; the
+    duplicate audit's counts (results/<name>/duplicates.json), when given, get a section."""
+    spec = datasets_of(built)["imagenet"]
+    folder = built / "results" / "imagenet"
+    labels = pd.read_csv(built / "results" / "index" / "labels.tsv", sep="\t", dtype=str)
+    extra = [f"n{i:08d}" for i in range(1000 - len(labels))]
+    many = pd.DataFrame(
+        {
+            "index": range(1000),
+            "label": range(1, 1001),
+            "synset": [*labels["synset"], *extra],
+            "text": [*labels["text"], *(f"class {name}" for name in extra)],
+        }
+    )
+    many.to_csv(tmp_path / "labels.tsv", sep="\t", index=False)
+    duplicates = {"exact": {"within": 2, "across": 1}, "near": {"pairs": 5}, "dropped": 0}
+    (tmp_path / "duplicates.json").write_text(json.dumps(duplicates))
+    text = write_card(
+        tmp_path / "README.md",
+        name="imagenet",
+        preset="tpu",
+        summary_json=folder / "summary.json",
+        labels_tsv=tmp_path / "labels.tsv",
+        tables=[folder / "index" / f"{split}.tsv" for split in spec.splits],
+        rejects_tsv=folder / "rejects.tsv",
+        config=spec.config,
+        config_hash=config_sha256(spec.config),
+        source=source_description(spec.config),
+        snippets={},
+        duplicates_json=tmp_path / "duplicates.json",
+    )
+    assert text == (tmp_path / "README.md").read_text()
+    label_map = section(text, "Label map")
+    folded = re.search(
+        r"<details>\n<summary>All 1000 classes</summary>\n(.*?)</details>", label_map, re.S
+    )
+    assert folded, label_map[:500]
+    rows = table(folded.group(1), "label (imagenet)")
+    assert [int(r["label (imagenet)"]) for r in rows] == list(range(1, 1001))
+    assert [r["synset"].strip("`") for r in rows] == many["synset"].tolist()
+    got = {r["count"]: r["value"] for r in table(section(text, "Duplicates"), "count")}
+    assert got == {"exact.within": "2", "exact.across": "1", "near.pairs": "5", "dropped": "0"}
+    assert "`labels.base: 1`" in text and "No snippet for this format." in text
+    with pytest.raises(ValueError, match="sha256"):
+        write_card(
+            tmp_path / "other.md",
+            name="imagenet",
+            preset="tpu",
+            summary_json=folder / "summary.json",
+            labels_tsv=tmp_path / "labels.tsv",
+            tables=[],
+            rejects_tsv=folder / "rejects.tsv",
+            config=spec.config,
+            config_hash="0" * 64,
+            source="",
+            snippets={},
+        )
 
 
 def counts_printed(output: str) -> dict[str, int]:
