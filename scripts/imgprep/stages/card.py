@@ -258,7 +258,8 @@ def write_card(
         "",
         "Every rejected file and its reason: `rejects.tsv`; every member image: "
         "`index/<split>.tsv`. Source files not indexed at all (other extensions, hidden, "
-        f"symlinks, …): {summary['ignored_files']}, listed in the source's `index/ignored.tsv`.",
+        f"symlinks, …): {summary['ignored_files']}, listed in "
+        f"`{config['results']}/index/ignored.tsv`.",
         "",
     ]
     out += _splits_made(config)
