@@ -27,14 +27,14 @@ from test_workflow import new_workdir, outstanding, snakemake
 
 # config.yaml's three datasets, with the other formats that need no stage of their own
 # beside imagenet (webdataset, parquet), so that their snippets run too; Tangler draws 500
-# lines instead of 6000 (the string art is not what the cards are about). Koalarization's
-# snippet runs over shards its format writes (its embeddings would cost a TF model here).
+# lines instead of 6000 (the string art is not what the cards are about), and every split
+# has half its shards. Koalarization's snippet runs over shards its format writes (its
+# embeddings would cost a TF model here).
 EXTRA = {
     "imagenet": {"records": {"schemas": ["imagenet", "webdataset", "parquet"]}},
     "tangler": {"ravel": {"lines": 500}},
 }
 HF_PLUGIN = REPO / ".plugins" / "hf"
-TFDS_PLUGIN = REPO / ".plugins" / "tfds"
 # which formats' consumers live outside .venv (make test installs them into .plugins/)
 PLUGINS = {"parquet": HF_PLUGIN}
 COUNT_LINE = re.compile(r"^(\w+): (\d+) records$", re.M)
@@ -47,6 +47,9 @@ def built(tmp_path_factory) -> Path:
     config = yaml.safe_load(path.read_text())
     for name, keys in EXTRA.items():
         config["datasets"].setdefault(name, {}).update(keys)
+    # half the sample's shards: half the jobs, and still several shards to a split
+    config["splits"]["train"]["shards"], config["splits"]["validation"]["shards"] = 2, 1
+    config["datasets"]["imagenet"]["splits"] = {"train": {"shards": 2}, "validation": {"shards": 1}}
     path.write_text(yaml.safe_dump(config))
     snakemake(work, "--cores", "2")
     return work
