@@ -61,6 +61,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_download.py
 	$(BIN)/python benchmarks/bench_decode_share.py
 	$(BIN)/python benchmarks/bench_datasets.py
+	$(BIN)/python benchmarks/bench_duplicates.py
 	$(BIN)/python benchmarks/bench_dryrun.py --datasets
 
 # SLURM (profiles/slurm/README.md): the executor plugin lives in .plugins/slurm, not .venv.

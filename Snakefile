@@ -32,6 +32,10 @@ if uses_default_config(config):
     configfile: "config.yaml"
 
 
+# `snakemake --report report.html`: this page, then each dataset's figures (rules/report.smk)
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/index.smk"
 include: "rules/download.smk"
@@ -40,6 +44,8 @@ include: "rules/ravel.smk"
 include: "rules/embed.smk"
 include: "rules/records.smk"
 include: "rules/verify.smk"
+include: "rules/duplicates.smk"
+include: "rules/report.smk"
 include: "rules/card.smk"
 
 

@@ -365,6 +365,7 @@ def record_inputs(wildcards):
         inputs["targets"] = stage_path(ds, split, "ravel", f"{shard}.npy")
     elif spec.uses_embeddings(settings(wildcards)):
         inputs["embeddings"] = stage_path(ds, split, "embed", f"{shard}.npy")
+    inputs.update(leak_drops(ds, split))
     return inputs
 
 
@@ -424,8 +425,16 @@ def metadata_outputs(ds):
 
 
 def dataset_outputs(ds):
-    """What building a dataset means: its summary, records, metadata files and card."""
-    return [*summary_outputs(ds), *metadata_outputs(ds), *dataset_records(ds), *card_outputs(ds)]
+    """What building a dataset means: its summary, records and metadata files, its card,
+    the duplicate audit and the report's figures (`snakemake --report report.html` collects them)."""
+    return [
+        *summary_outputs(ds),
+        *metadata_outputs(ds),
+        *dataset_records(ds),
+        *duplicates_outputs(ds),
+        *report_outputs(ds),
+        *card_outputs(ds),
+    ]
 
 
 def verify_inputs(wildcards):
@@ -439,7 +448,7 @@ def verify_inputs(wildcards):
         outputs = rules.records_shard.output
     else:
         outputs = rules.records_shard_unindexed.output
-    inputs = {"labels": dataset_labels(ds)}
+    inputs = {"labels": dataset_labels(ds), **leak_drops(ds)}
     for split in dataset(wildcards).splits:
         for shard in shard_ids(ds, split):
             made = record_wildcards(ds, wildcards.schema, split, shard)
@@ -473,12 +482,51 @@ def summary_inputs(wildcards):
             for shard in shard_ids(ds, split)
         ],
         "ignored": IGNORED_TSV,
+        "duplicates": duplicates_outputs(ds)[1],
+        **leak_drops(ds),
     }
+
+
+def stage_benchmarks(ds):
+    """Stage -> the benchmark files of the dataset's jobs of that stage (download, resize,
+    ravel, embed, records <schema>, verify <schema>): the summary's per-stage totals.
+    Shared jobs (one resize for two datasets) count in each. A params value, not inputs:
+    a missing benchmark file (a build from before records had one) is a job not
+    measured, never a reason to re-run it."""
+    spec = DATASETS[ds]
+    made = f"{RESULTS}/benchmarks"
+    shards = {split: shard_ids(ds, split) for split in spec.splits}
+    stages = {}
+    if config["source"]["type"] == "urls":
+        stages["download"] = [
+            f"{made}/download/{source}/{shard}.tsv"
+            for source in dict.fromkeys(spec.splits[split]["from"] for split in spec.splits)
+            for shard in shard_ids_of_source(source)
+        ]
+    for stage, folder in (("resize", "resize"), ("ravel", "ravel"), ("embed", "embed")):
+        if stage == "resize" or needs_stage(stage)(spec):
+            stages[stage] = [
+                f"{made}/{folder}/{stage_key(ds, split, stage)}{split}/{shard}.tsv"
+                for split in spec.splits
+                for shard in shards[split]
+            ]
+    for schema in spec.config["records"]["schemas"]:
+        stages[f"records {schema}"] = [
+            f"{made}/records/{ds}records/{schema}/{record_name(ds, schema, split, shard)}.tsv"
+            for split in spec.splits
+            for shard in shards[split]
+        ]
+        stages[f"verify {schema}"] = [f"{made}/verify/{ds}{schema}.tsv"]
+    return stages
+
+
+def shard_ids_of_source(split):
+    return [f"{i:05d}" for i in range(SOURCE_SPLITS[split]["shards"])]
 
 
 def summary_outputs(ds):
     made = f"{RESULTS}/{ds}"
-    return [f"{made}summary.json", f"{made}summary.tsv", f"{made}rejects.tsv"]
+    return [f"{made}summary.json", f"{made}summary.tsv", f"{made}rejects.tsv", f"{made}stages.tsv"]
 
 
 def upstream(stage):
@@ -510,14 +558,124 @@ def verify_full():
     return f"full {time.time_ns()}" if config["verify"]["full"] else False
 
 
+# -- duplicates --
+
+
+def duplicates_inputs(wildcards):
+    """The audit's inputs: each split's member table (paths) and its shards' meta tables
+    (the hashes resize wrote), in split and shard order."""
+    ds, spec = wildcards.ds, dataset(wildcards)
+    return {
+        "tables": [f"{RESULTS}/{ds}index/{split}.tsv" for split in spec.splits],
+        "meta": [
+            stage_path(ds, split, "resized", f"{shard}.meta.tsv")
+            for split in spec.splits
+            for shard in shard_ids(ds, split)
+        ],
+    }
+
+
+def duplicates_outputs(ds):
+    """The dataset's audit: pairs table, counts, leaking train images."""
+    made = f"{RESULTS}/{ds}"
+    return [f"{made}duplicates.tsv", f"{made}duplicates.json", f"{made}duplicates.leaks.tsv"]
+
+
+def leak_drops(ds, split=None):
+    """{"leaks": the audit's leaks table} where the dataset drops leaking train images
+    (duplicates.leaks: drop): for the records of its train splits (split given) or the
+    whole dataset (verify, summary); else nothing, so a build that keeps them does not
+    wait for the audit."""
+    found = DATASETS[ds].config["duplicates"]
+    if found["leaks"] != "drop" or (split is not None and split not in found["train_splits"]):
+        return {}
+    return {"leaks": duplicates_outputs(ds)[2]}
+
+
+# -- report --
+
+
+def report_category(wildcards):
+    """The report's category of a dataset's results: its name ("imgprep" without
+    `datasets:`)."""
+    return DATASETS[wildcards.ds].name if wildcards.ds else "imgprep"
+
+
+def report_sample_shards(ds, split):
+    """The shards a split's contact sheets sample: report.shards of them, evenly spaced
+    from the first to the last (rounded half up, so always distinct)."""
+    n = DATASETS[ds].splits[split]["shards"]
+    k = min(DATASETS[ds].config["report"]["shards"], n)
+    if k <= 1:
+        return shard_ids(ds, split)[:k]
+    return [f"{(2 * i * (n - 1) + k - 1) // (2 * (k - 1)):05d}" for i in range(k)]
+
+
+def report_sheet_inputs(wildcards):
+    """A contact sheet's record shards, and their verification: a shard that failed its
+    check gets no sheet."""
+    ds, split, schema = wildcards.ds, wildcards.split, wildcards.schema
+    return {
+        "verified": f"{RESULTS}/{ds}verify/{schema}.json",
+        "records": [record_shard(ds, schema, split, s) for s in report_sample_shards(ds, split)],
+    }
+
+
+def report_split_inputs(wildcards):
+    """A split's member table, its shards' resize metadata (source sizes) and the summary
+    (records and bytes per shard)."""
+    ds, split = wildcards.ds, wildcards.split
+    return {
+        "table": f"{RESULTS}/{ds}index/{split}.tsv",
+        "meta": [stage_path(ds, split, "resized", f"{s}.meta.tsv") for s in shard_ids(ds, split)],
+        "summary": f"{RESULTS}/{ds}summary.json",
+    }
+
+
+def report_dataset_inputs(wildcards):
+    """The rejects gallery's tables (the summary's rejects and reason counts, the split
+    tables with each file's place in its source, the ignored files) and the summary's
+    per-stage totals (stages.tsv, from the benchmark files)."""
+    ds, spec = wildcards.ds, dataset(wildcards)
+    made = f"{RESULTS}/{ds}"
+    return {
+        "rejects": f"{made}rejects.tsv",
+        "summary": f"{made}summary.json",
+        "stages": f"{made}stages.tsv",
+        "tables": [f"{made}index/{split}.tsv" for split in spec.splits],
+        "ignored": IGNORED_TSV,
+    }
+
+
+def report_outputs(ds):
+    """A dataset's report files (rules/report.smk): per split its contact sheets (one
+    per schema, with the sampled records' table) and plots, per dataset the rejects
+    gallery, ignored list, throughput and the duplicate audit's pairs."""
+    spec = DATASETS[ds]
+    made = f"{RESULTS}/{ds}report"
+    paths = []
+    for split in spec.splits:
+        for schema in spec.config["records"]["schemas"]:
+            paths += [f"{made}/{split}/sheet_{schema}.png", f"{made}/{split}/sheet_{schema}.tsv"]
+        paths += [f"{made}/{split}/{name}.png" for name in REPORT_SPLIT_FIGURES]
+    return paths + [f"{made}/{name}" for name in REPORT_DATASET_FILES]
+
+
+REPORT_SPLIT_FIGURES = ("classes", "source_size", "source_aspect", "shards")
+REPORT_DATASET_FILES = (
+    "rejects.png",
+    "rejects.tsv",
+    "ignored.tsv",
+    "throughput.png",
+    "throughput.tsv",
+    "duplicates.png",
+    "duplicates.tsv",
+)
+
+
 # -- dataset card --
 
 from imgprep.stages.card import config_sha256, source_description
-
-# the duplicate audit's counts (results/{ds}duplicates.json, rules/duplicates.smk): True
-# makes them an input of each card, which then shows them
-CARD_DUPLICATES = False
-
 
 def card_outputs(ds):
     return [f"{RESULTS}/{ds}README.md"]
@@ -525,7 +683,7 @@ def card_outputs(ds):
 
 def card_inputs(wildcards):
     """A card's inputs: the summary (counts, shard hashes), the label map, the member
-    tables and the rejects table (and the duplicate audit's counts, when wired)."""
+    tables, the rejects table and the duplicate audit's counts."""
     ds, spec = wildcards.ds, dataset(wildcards)
     made = f"{RESULTS}/{ds}"
     inputs = {
@@ -534,8 +692,7 @@ def card_inputs(wildcards):
         "labels": dataset_labels(ds),
         "tables": [f"{made}index/{split}.tsv" for split in spec.splits],
     }
-    if CARD_DUPLICATES:
-        inputs["duplicates"] = f"{made}duplicates.json"
+    inputs["duplicates"] = duplicates_outputs(ds)[1]  # (an optional input of the card)
     return inputs
 
 

@@ -20,6 +20,8 @@ rule records_shard:
         sha256=f"{RESULTS}/{{ds}}checksums/records/{{schema}}/{{folder}}{{file}}.sha256",
     log:
         f"{RESULTS}/logs/records/{{ds}}{{schema}}/{{folder}}{{file}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/records/{{ds}}records/{{schema}}/{{folder}}{{file}}.tsv"
     wildcard_constraints:
         ds=INDEXED_RECORDS or UNINDEXED_RECORDS,
         folder=r"(?:[^/]+/)?",

@@ -5,6 +5,8 @@ rule verify_records:
         f"{RESULTS}/{{ds}}verify/{{schema}}.json",
     log:
         f"{RESULTS}/logs/verify/{{ds}}{{schema}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/verify/{{ds}}{{schema}}.tsv"
     conda:
         "../envs/verify.yaml"
     threads: stage_threads("verify")
@@ -19,7 +21,8 @@ rule verify_records:
         "../scripts/verify_records.py"
 
 
-# One per dataset: its splits, records, rejects and the source's ignored files.
+# One per dataset: its splits, records, rejects and the source's ignored files; and the
+# per-stage totals (jobs, time, img/s, memory) from the benchmark files (stages.tsv).
 rule summary:
     input:
         unpack(summary_inputs),
@@ -27,10 +30,13 @@ rule summary:
         json=f"{RESULTS}/{{ds}}summary.json",
         tsv=f"{RESULTS}/{{ds}}summary.tsv",
         rejects=f"{RESULTS}/{{ds}}rejects.tsv",
+        stages=f"{RESULTS}/{{ds}}stages.tsv",
     log:
         f"{RESULTS}/logs/summary/{{ds}}summary.log",
     conda:
         "../envs/index.yaml"
+    params:
+        benchmarks=lambda w: stage_benchmarks(w.ds),
     script:
         "../scripts/summary.py"
 

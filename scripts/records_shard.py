@@ -7,6 +7,11 @@ from imgprep.rulelog import rule_log
 from imgprep.stages.records import write_shard
 
 with rule_log(snakemake):
+    drop = {}
+    if snakemake.input.get("leaks"):  # duplicates.leaks: drop, a train split
+        from imgprep.duplicates import meta_shard, read_drops
+
+        drop = read_drops(snakemake.input.leaks, *meta_shard(snakemake.input.meta))
     extra = {
         "targets": snakemake.input.get("targets"),
         "n_pins": snakemake.params.get("n_pins"),
@@ -22,6 +27,7 @@ with rule_log(snakemake):
         compression=snakemake.params.compression,
         label_base=snakemake.params.label_base,
         index_path=snakemake.output.get("index"),
+        drop=set(drop),
         **extra,
     )
     # the digest of the bytes as written, for verify_records to compare; sha256sum's

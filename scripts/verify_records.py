@@ -14,6 +14,11 @@ with rule_log(snakemake):
         if name.count("/") == 2:
             split, shard, role = name.split("/")
             by_shard.setdefault((split, shard), {"split": split})[role] = path
+    if snakemake.input.get("leaks"):  # duplicates.leaks: drop: rejects of their own
+        from imgprep.duplicates import read_drops
+
+        for (split, shard), found in by_shard.items():
+            found["dropped"] = read_drops(snakemake.input.leaks, split, shard)
     shards = list(by_shard.values())
     try:
         results = verify_shards(

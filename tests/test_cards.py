@@ -127,6 +127,17 @@ def test_every_dataset_has_a_card_with_its_counts(built):
         }
         want = rejects.assign(kind=rejects["reason"].str.split(":").str[0].str.strip())
         assert got == {k: int(v) for k, v in want.groupby(["split", "kind"]).size().items()}
+        # the duplicate audit's counts, every one of them
+        audit = json.loads((built / "results" / name / "duplicates.json").read_text())
+        shown = {r["count"]: r["value"] for r in table(section(text, "Duplicates"), "count")}
+        assert shown == {key: str(value) for key, value in _flat(audit).items()}
+        assert int(shown["images"]) == sum(made["splits"][s]["images"] for s in spec.splits)
+
+
+def _flat(value, prefix="") -> dict:
+    if not isinstance(value, dict):
+        return {prefix.rstrip("."): value}
+    return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
 
 
 def test_cards_state_the_label_base_and_map(built):

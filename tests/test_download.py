@@ -366,7 +366,8 @@ def test_read_downloads_rejects_a_tar_that_does_not_match(first_run, tmp_path):
 def test_progress_is_logged(first_run):
     lines = first_run["log"].splitlines()
     total = len(set(first_run["urls"]))
-    assert any(f"{total}/{total} URLs done" in line for line in lines), lines
+    assert any(f"progress download: {total}/{total} URLs (100.0%)" in line for line in lines), lines
+    assert any(line.startswith("progress download: 0/") for line in lines), lines
     ok, failed = first_run["counts"]
     assert any(f"{ok} ok, {failed} failed" in line for line in lines), lines
 

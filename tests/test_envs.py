@@ -26,6 +26,7 @@ PACKAGES = {
     "keras": "keras",
     "boto3": "boto3",
     "defusedxml": "defusedxml",
+    "matplotlib": "matplotlib",
 }
 RULE = re.compile(r"^rule (\w+):(.*?)(?=^rule |\Z)", re.S | re.M)
 

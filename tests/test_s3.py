@@ -430,6 +430,7 @@ def test_reuploading_one_source_image_reruns_only_its_shard(bucket, s3_run):
         "records_metadata": 3,
         "summary": 1,
         "dataset_card": 1,
+        "duplicates_audit": 1,  # its meta tables changed
         "all": 1,
     }
     lists = listing(bucket, "run/results/index/train/")

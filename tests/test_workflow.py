@@ -180,6 +180,37 @@ def test_nothing_outstanding_after_a_run(built):
     assert outstanding(built) == {}
 
 
+def test_jobs_log_progress_and_the_summary_has_per_stage_totals(built):
+    from imgprep.progress import describe_states, job_states
+
+    results = built / "results"
+    for log in [*results.glob("logs/resize/*/*.log"), *results.glob("logs/records/*/*.log")]:
+        lines = [line for line in log.read_text().splitlines() if line.startswith("progress")]
+        assert lines and lines[-1].endswith(("done", "rejected")), log
+        assert re.search(r": (\d+)/\1 images \(100\.0%\)", lines[-1]), lines[-1]
+    states = job_states(results / "logs")
+    assert states["running"] == [] and states["failed"] == {}
+    assert states["finished"]["resize_shard"] == 6
+    assert "finished jobs: " in describe_states(states)
+    with open(results / "stages.tsv") as handle:
+        header, *rows = [line.rstrip("\n").split("\t") for line in handle]
+    stages = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    summary = json.loads((results / "summary.json").read_text())
+    assert "stages" not in summary  # timings would break its byte identity
+    assert list(stages) == [
+        "resize",
+        "records imagenet",
+        "verify imagenet",
+        "records dlbs",
+        "verify dlbs",
+    ]
+    assert stages["resize"]["jobs"] == "6"
+    assert int(stages["resize"]["images"]) == summary["totals"]["images"]
+    records = sum(split["schemas"]["dlbs"]["records"] for split in summary["splits"].values())
+    assert int(stages["records dlbs"]["images"]) == records
+    assert float(stages["resize"]["wall_s"]) > 0 and float(stages["resize"]["max_rss_mb"]) > 0
+
+
 def test_touching_one_image_reruns_only_its_shard(built, tmp_path):
     work = tmp_path / "w"
     shutil.copytree(built, work, symlinks=True)  # keeps mtimes
@@ -205,6 +236,7 @@ def test_changing_a_resize_parameter_reruns_resize_and_downstream_only(built, tm
         "records_metadata": 6,
         "summary": 1,
         "dataset_card": 1,
+        "duplicates_audit": 1,  # its meta tables changed
         "all": 1,
     }
 
@@ -229,6 +261,7 @@ def test_a_changed_setting_is_seen_after_the_intermediates_are_gone(built, tmp_p
         "summary": 1,
         "dataset_card": 1,
         "records_metadata": 6,
+        "duplicates_audit": 1,  # its meta tables changed
         "all": 1,
     }
 

@@ -10,7 +10,10 @@ import sys
 import numpy as np
 
 # what --help shows (the docstring's reST markup would show as is)
-DESCRIPTION = "imgprep tools. ravel: the string-art pin path of an image (Tangler's raveler)."
+DESCRIPTION = (
+    "imgprep tools. ravel: the string-art pin path of an image (Tangler's raveler). "
+    "progress: where a running build stands, from its jobs' logs."
+)
 
 
 def _square_gray(data: bytes, res: int | None) -> np.ndarray:
@@ -104,8 +107,36 @@ def main(argv=None) -> int:
         metavar="PATH",
         help="write the pins here, - for stdout (default: stdout unless --svg or --png)",
     )
+    prog = commands.add_parser(
+        "progress",
+        help="where a build stands: each unfinished job's latest progress line",
+        description="Each unfinished job's latest `progress` line (n/N images, img/s, ETA) "
+        "and the finished jobs per rule, read from the jobs' logs (results/logs).",
+    )
+    prog.add_argument("logs", nargs="?", default="results/logs", help="the run's logs folder")
+    prog.add_argument(
+        "--stalled-after",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="an unfinished job whose log has not changed for S seconds is shown as stalled",
+    )
     args = parser.parse_args(argv)
+    if args.command == "progress":
+        return progress_command(args)
     return ravel_command(args)
+
+
+def progress_command(args) -> int:
+    from pathlib import Path
+
+    from imgprep.progress import describe_states, job_states
+
+    if not Path(args.logs).is_dir():
+        print(f"imgprep progress: no logs folder {args.logs} (nothing has run there yet)")
+        return 1
+    print(describe_states(job_states(args.logs), args.stalled_after))
+    return 0
 
 
 if __name__ == "__main__":

@@ -26,17 +26,31 @@ def success_report(folders, started: float) -> str:
             continue
         if not rows:
             continue
-        widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
-        lines = [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-            for row in rows
-        ]
         parts += [
             f"imgprep: finished; {table}:",
-            *lines,
+            *_aligned(rows),
             f"rejected images and their reasons: {folder / 'rejects.tsv'}",
         ]
+        stages = _rows(folder / "stages.tsv")
+        if len(stages) > 1:
+            parts += [f"per stage (job seconds summed; img/s per job): {folder / 'stages.tsv'}"]
+            parts += [f"  {line}" for line in _aligned(stages)]
     return "\n".join(parts)
+
+
+def _rows(table: Path) -> list[list[str]]:
+    try:
+        return [line.split("\t") for line in table.read_text().splitlines() if line]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        for row in rows
+    ]
 
 
 def failure_report(results, snakemake_log) -> str:

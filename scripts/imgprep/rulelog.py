@@ -8,6 +8,7 @@ import sys
 import time
 import traceback
 
+from imgprep import progress
 from imgprep.atomic import remove_stale_temps
 
 
@@ -16,9 +17,13 @@ def rule_log(snakemake):
     """Point stdout/stderr (the file descriptors, so TensorFlow's C++ logging too) at
     ``snakemake.log[0]``; log the traceback before re-raising.
 
-    First removes the temps a killed earlier run of this job left beside its outputs:
-    no other job writes them, and nothing else would ever delete them.
+    Sets the interval of the job's progress lines (``progress.interval_s``, read from
+    the configuration, not params: changing it re-runs nothing). First removes the temps
+    a killed earlier run of this job left beside its outputs: no other job writes them,
+    and nothing else would ever delete them.
     """
+    settings = getattr(snakemake, "config", None) or {}
+    progress.configure(settings.get("progress", {}).get("interval_s"))
     stale = [
         temp for path in [*snakemake.output, *snakemake.log] for temp in remove_stale_temps(path)
     ]

@@ -22,7 +22,7 @@ from imgprep.datasets.presets import PRESETS
 from imgprep.errors import ConfigError
 
 # a dataset's own sections, laid over the top-level ones
-SECTIONS = ("records", "resize", "ravel", "embed", "labels")
+SECTIONS = ("records", "resize", "ravel", "embed", "labels", "duplicates", "report")
 # results/<name>/ must not be a folder the run itself writes, nor a rule's name (a target)
 RESERVED = frozenset(
     (
@@ -49,6 +49,7 @@ RESERVED = frozenset(
         "records_shard_unindexed",
         "verify_records",
         "records_metadata",
+        "duplicates_audit",
     )
 )
 SHIPPED_CLASSES = Path(__file__).resolve().parents[3] / "resources" / "classes"

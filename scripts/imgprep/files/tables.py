@@ -44,9 +44,19 @@ META_COLUMNS = (
     "kept",
     "nbytes",
     "icc",
+    # the duplicate audit's keys (imgprep.kernels.phash): sha256 of the source file, of
+    # its decoded pixels, and the 64-bit DCT hash of the stored JPEG (16 hex digits)
+    "source_sha256",
+    "pixels_sha256",
+    "phash",
 )
 # rejects tables: one rejected image per line, with the reason.
 REJECT_COLUMNS = ("position", "path", "reason")
+# <dataset>/duplicates.tsv: one duplicate pair per line (imgprep.duplicates).
+DUPLICATE_COLUMNS = ("split_a", "path_a", "split_b", "path_b", "kind", "distance")
+# <dataset>/duplicates.leaks.tsv: train images duplicating a held-out split's, and why;
+# the summary's rejects.tsv columns, which they join with `duplicates.leaks: drop`.
+LEAK_COLUMNS = ("split", "shard", "position", "path", "reason")
 # downloads/<split>/<shard>.status.tsv: one URL per line, fetched or failed.
 STATUS_COLUMNS = ("position", "url", "status", "reason", "bytes", "sha256")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from imgprep.errors import ConfigError
@@ -21,6 +21,7 @@ from imgprep.errors import ConfigError
 __all__ = [
     "COLORSPACE_CHANNELS",
     "MetadataInputs",
+    "Preview",
     "RecordFormat",
     "Sample",
     "ShardReader",
@@ -62,6 +63,20 @@ class Sample:
 
     def where(self) -> str:
         return f"position {self.position} ({self.path})"
+
+
+@dataclass(frozen=True, eq=False)
+class Preview:
+    """One record read back and decoded the way its consumer decodes it (for a look at
+    it: imgprep.figures.sheets). Images are numpy uint8 HxWxC (C 1 or 3). eq=False:
+    arrays have no single truth value, so compare the fields, not the Previews."""
+
+    filename: str
+    label: int  # as stored; -1 where the format stores none
+    text: str  # the label's text where the record or its label map has it, else ""
+    image: Any
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # (xmin, ymin, xmax, ymax), 0..1
+    panels: Mapping[str, Any] = field(default_factory=dict)  # more views of the record
 
 
 class UnreadableShard(Exception):
@@ -220,6 +235,11 @@ class RecordFormat:
     def reader(self, threads: int) -> ShardReader:
         """A reader for this format's shards (made once per verification job)."""
         raise NotImplementedError
+
+    def previews(self, path, compression: str | None, limit: int) -> Iterator[Preview]:
+        """The first ``limit`` records of shard ``path`` (written with ``compression``),
+        read back and decoded as the format's consumer reads them."""
+        raise NotImplementedError(f"format {self.name} has no previews")
 
     def check_batch(self, batch: dict, first: int, expected, problems, seen) -> None:
         """Check one batch of records: ``expected`` maps file name -> [(label, synset,

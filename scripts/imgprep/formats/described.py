@@ -90,6 +90,17 @@ class DescribedImageFormat(TFRecordFormat):
             "decoded": tf.cast(shape, tf.int64),
         }
 
+    @staticmethod
+    def described_preview(tf, example: dict) -> dict:
+        """A preview's name, label and text (the class text, else its synset) from the
+        parsed keys both layouts share; the format decodes the image."""
+        text, synset = example["image/class/text"], example["image/class/synset"]
+        return {
+            "filename": example["image/filename"],
+            "label": example["image/class/label"],
+            "text": tf.where(tf.strings.length(text) > 0, text, synset),
+        }
+
     def check_batch(self, batch: dict, first: int, expected, problems, seen) -> None:
         names = [n.decode("utf-8", "surrogateescape") for n in batch["filename"]]
         hwc, decoded = batch["hwc"], batch["decoded"]

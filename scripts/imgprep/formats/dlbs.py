@@ -17,6 +17,13 @@ from imgprep.formats.tfrecords import tfds_tensor
 __all__ = ["FORMAT"]
 
 
+def _raw_pixels(tf, example):
+    """The stored bytes as uint8 and the (height, width, channels) they claim to be."""
+    pixels = tf.io.decode_raw(example["image/encoded"], tf.uint8)
+    hwc = tf.stack([example["image/height"], example["image/width"], example["image/channels"]])
+    return pixels, hwc
+
+
 class DlbsFormat(DescribedImageFormat):
     name = "dlbs"
     description = "raw HWC uint8 tensor, 0-based labels (DLBS)"
@@ -39,10 +46,7 @@ class DlbsFormat(DescribedImageFormat):
 
         def parse(record):
             example = tf.io.parse_single_example(record, features)
-            pixels = tf.io.decode_raw(example["image/encoded"], tf.uint8)
-            hwc = tf.stack(
-                [example["image/height"], example["image/width"], example["image/channels"]]
-            )
+            pixels, hwc = _raw_pixels(tf, example)
             shape = tf.cond(
                 tf.size(pixels, out_type=tf.int64) == tf.reduce_prod(hwc),
                 lambda: tf.shape(tf.reshape(pixels, hwc), out_type=tf.int64),
@@ -51,6 +55,18 @@ class DlbsFormat(DescribedImageFormat):
             summary = self.summary(tf, example, shape)
             summary["nbytes"] = tf.size(pixels, out_type=tf.int64)
             return summary
+
+        return parse
+
+    def preview_parser(self, tf) -> Callable:
+        """DLBS' parse_example_proto_with_tensor: decode_raw of the pixels, reshaped to
+        (height, width, channels)."""
+        features = self.parse_features(tf)
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, features)
+            pixels, hwc = _raw_pixels(tf, example)
+            return {**self.described_preview(tf, example), "image": tf.reshape(pixels, hwc)}
 
         return parse
 

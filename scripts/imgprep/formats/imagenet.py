@@ -78,6 +78,23 @@ class ImagenetFormat(DescribedImageFormat):
 
         return parse
 
+    def preview_parser(self, tf) -> Callable:
+        """What the TPU ResNet and tensorflow/models read: decode_jpeg of image/encoded
+        (channels as stored) and the boxes as [N, 4] (xmin, ymin, xmax, ymax)."""
+        features = self.parse_features(tf)
+        bbox_keys = [f"image/object/bbox/{k}" for k in _BOX_SIDES]
+        features.update({k: tf.io.VarLenFeature(tf.float32) for k in bbox_keys})
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, features)
+            return {
+                **self.described_preview(tf, example),
+                "image": tf.io.decode_jpeg(example["image/encoded"], channels=0),
+                "boxes": tf.stack([example[k].values for k in bbox_keys], axis=1),
+            }
+
+        return parse
+
     def metadata_settings(self, config: dict) -> dict:
         channels = 3 if config["resize"]["colorspace"] == "rgb" else 1
         return {"channels": channels, **super().metadata_settings(config)}

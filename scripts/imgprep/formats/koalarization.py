@@ -194,6 +194,45 @@ class KoalarizationFormat(TFRecordFormat):
 
         return parse
 
+    def preview_parser(self, tf) -> Callable:
+        """LabImageRecordReader's FixedLen image_l and image_ab, reshaped to the image."""
+        pixels = LAB_SIZE * LAB_SIZE
+        features = {
+            "image_name": tf.io.FixedLenFeature([], tf.string),
+            "image_l": tf.io.FixedLenFeature([pixels], tf.float32),
+            "image_ab": tf.io.FixedLenFeature([pixels * 2], tf.float32),
+        }
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, features)
+            return {
+                "filename": example["image_name"],
+                "l": tf.reshape(example["image_l"], [LAB_SIZE, LAB_SIZE]),
+                "ab": tf.reshape(example["image_ab"], [LAB_SIZE, LAB_SIZE, 2]),
+            }
+
+        return parse
+
+    def preview(self, example: dict):
+        """The stored Lab back in sRGB; "L": the lightness alone (a = b = 0, gray), "ab":
+        the colour alone (at L = 50, out-of-gamut colours clipped)."""
+        from imgprep.formats.base import Preview
+        from imgprep.kernels.lab import lab_to_srgb
+
+        lightness = (example["l"].astype(np.float64) + 1.0) * 50.0  # image_l = 2 L / 100 - 1
+        ab = example["ab"].astype(np.float64) * 127.0  # image_ab = ab / 127
+        zeros, mid = np.zeros_like(ab), np.full_like(lightness, 50.0)
+        return Preview(
+            filename=example["filename"].decode("utf-8", "surrogateescape"),
+            label=-1,
+            text="",
+            image=lab_to_srgb(np.dstack([lightness, ab])),
+            panels={
+                "L": lab_to_srgb(np.dstack([lightness, zeros]))[..., :1],
+                "ab": lab_to_srgb(np.dstack([mid, ab])),
+            },
+        )
+
     def check_batch(self, batch: dict, first: int, expected, problems, seen) -> None:
         """L and ab in [-1, 1], finite, 1001 logits; no labels."""
         for i, where in count_names(batch, first, expected, seen):

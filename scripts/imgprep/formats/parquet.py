@@ -357,6 +357,54 @@ class ParquetFormat(RecordFormat):
     def reader(self, threads: int) -> _ShardReader:
         return _ShardReader()
 
+    def previews(self, path, compression: str | None, limit: int) -> Iterator:
+        """The first ``limit`` rows by this module's reader, the image bytes decoded by
+        Pillow (what datasets' Image feature does), in the stored mode; the text is the
+        ClassLabel name (the synset) from the folder's README.md where it is there."""
+        from imgprep.formats.base import Preview
+
+        data = Path(path).read_bytes()
+        names = self.class_names(Path(path).parent.parent / _CARD)
+        left = limit
+        for group in _footer(data).get(4) or []:
+            if left <= 0:
+                break
+            rows = group[3]
+            columns = {
+                tuple(part.decode() for part in chunk[3][3]): _column_values(data, chunk, rows)
+                for chunk in group[1]
+            }
+            images, paths, labels = (columns[column][:left] for column, _, _ in _COLUMNS)
+            for image_bytes, name, label in zip(images, paths, labels, strict=True):
+                with Image.open(io.BytesIO(image_bytes)) as image:
+                    pixels = np.asarray(image)
+                yield Preview(
+                    filename=name.decode("utf-8"),
+                    label=label,
+                    text=names[label] if 0 <= label < len(names) else "",
+                    image=pixels.reshape(*pixels.shape[:2], -1),
+                )
+            left -= len(images)
+
+    @staticmethod
+    def class_names(card) -> list[str]:
+        """The ClassLabel names of a dataset card that ``dataset_card`` wrote (one JSON
+        quoted ``"i": "name"`` line each); none where there is no card."""
+        try:
+            lines = Path(card).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        start = lines.index("        names:") + 1 if "        names:" in lines else len(lines)
+        names = []
+        for line in lines[start:]:
+            if not line.startswith("          "):
+                break
+            number, _, name = line.strip().partition(": ")
+            if int(json.loads(number)) != len(names):
+                raise ValueError(f"{card}: class {number} out of order")
+            names.append(json.loads(name))
+        return names
+
     def check_batch(self, batch: dict, first: int, expected, problems, seen) -> None:
         # names are stored as shown_name(): map them back to the index's names
         originals = {shown_name(name): name for name in expected}

@@ -101,6 +101,55 @@ class TanglerFormat(TFRecordFormat):
 
         return parse
 
+    def preview_parser(self, tf) -> Callable:
+        """Tangler's parse_example and decoder: decode_jpeg reshaped to (res, res, 1); and
+        the stored pin path, for the string-art panel."""
+        int64 = tf.io.FixedLenFeature([], tf.int64)
+        features = {
+            "record/name": tf.io.FixedLenFeature([], tf.string),
+            "image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/res": int64,
+            "target/n_pins": int64,
+            "target/path": tf.io.VarLenFeature(tf.int64),
+        }
+
+        def parse(record):
+            example = tf.io.parse_single_example(record, features)
+            res = example["image/res"]
+            image = tf.io.decode_jpeg(example["image/encoded"])
+            return {
+                "filename": example["record/name"],
+                "image": tf.reshape(image, tf.stack([res, res, 1])),
+                "n_pins": example["target/n_pins"],
+                "path": example["target/path"].values,
+            }
+
+        return parse
+
+    def preview(self, example: dict):
+        """The photo and its "string art": the stored pin path drawn by the ravel kernel's
+        own model (pins on the inscribed circle, each chord darkening its pixels by the
+        thread's visual weight), at the default thread width and frame (the record stores
+        neither)."""
+        import io
+
+        from PIL import Image
+
+        from imgprep.formats.base import Preview
+        from imgprep.kernels.stringart import render_png
+
+        image = example["image"]
+        art = render_png(example["path"], int(example["n_pins"]), image.shape[0])
+        with Image.open(io.BytesIO(art)) as png:
+            panel = np.asarray(png)[..., np.newaxis]
+        return Preview(
+            filename=example["filename"].decode("utf-8", "surrogateescape"),
+            label=-1,
+            text="",
+            image=image,
+            panels={"string art": panel},
+        )
+
     def check_batch(self, batch: dict, first: int, expected, problems, seen) -> None:
         """Image shape and target consistency; no labels to check."""
         from imgprep.kernels.stringart import adjacency_indices  # numba: only for this format

@@ -168,6 +168,36 @@ class TFRecordFormat(RecordFormat):
     def reader(self, threads: int) -> _TFRecordReader:
         return _TFRecordReader(self, threads)
 
+    def previews(self, path, compression: str | None, limit: int) -> Iterator:
+        """tf.data over the shard (compression as written) and the format's
+        ``preview_parser``, its consumer's parse and decode, on the first ``limit``
+        records. TensorFlow's thread pools are left as they are (a process sets them once)."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf  # env: the jobs that read records back
+
+        dataset = tf.data.TFRecordDataset(
+            str(path), compression_type=normalize_compression(compression)
+        )
+        for example in dataset.take(limit).map(self.preview_parser(tf)).as_numpy_iterator():
+            yield self.preview(example)
+
+    def preview_parser(self, tf) -> Callable:
+        """A graph function record -> {"filename", "image" (uint8 HWC) and, where the
+        records store them, "label", "text", "boxes" ([N, 4] xmin, ymin, xmax, ymax)}."""
+        raise NotImplementedError(f"format {self.name} has no previews")
+
+    def preview(self, example: dict):
+        """The Preview of one record as ``preview_parser`` read it (numpy values)."""
+        from imgprep.formats.base import Preview
+
+        return Preview(
+            filename=example["filename"].decode("utf-8", "surrogateescape"),
+            label=int(example.get("label", -1)),
+            text=example.get("text", b"").decode("utf-8", "surrogateescape"),
+            image=example["image"],
+            boxes=tuple(tuple(float(v) for v in box) for box in example.get("boxes", ())),
+        )
+
     # -- TFDS metadata -----------------------------------------------------------------
 
     def metadata_files(self, splits: Sequence[str], compression: str) -> list[str]:

@@ -186,6 +186,28 @@ class WebDatasetFormat(RecordFormat):
     def reader(self, threads: int) -> _ShardReader:
         return _ShardReader()
 
+    def previews(self, path, compression: str | None, limit: int) -> Iterator:
+        """The first ``limit`` samples as webdataset groups the members (``{key}.jpg``,
+        ``.cls``, ``.json``); the .jpg decoded by Pillow (its ``decode("pil")``), in the
+        stored mode, the label from .cls, text (else synset) and boxes from .json."""
+        import contextlib
+        import itertools
+
+        from imgprep.formats.base import Preview
+
+        with contextlib.closing(_samples(path)) as samples:
+            for _key, members in itertools.islice(samples, limit):
+                described = json.loads(members["json"])
+                with Image.open(io.BytesIO(members["jpg"])) as image:
+                    pixels = np.asarray(image)
+                yield Preview(
+                    filename=described["filename"],
+                    label=int(members["cls"].decode("ascii")),
+                    text=described["text"] or described["synset"],
+                    image=pixels.reshape(*pixels.shape[:2], -1),
+                    boxes=tuple(tuple(float(v) for v in box) for box in described["boxes"]),
+                )
+
     def check_batch(self, batch: dict, first: int, expected, problems, seen) -> None:
         for i, raw in enumerate(batch["filename"]):
             name = raw.decode("utf-8", "surrogateescape")

@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image
 
-__all__ = ["lab_targets", "srgb_to_lab"]
+__all__ = ["lab_targets", "lab_to_srgb", "srgb_to_lab"]
 
 # linear sRGB -> XYZ (D65)
 _RGB_TO_XYZ = np.array(
@@ -23,6 +23,7 @@ _RGB_TO_XYZ = np.array(
     ],
     dtype=np.float64,
 )
+_XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
 _WHITE = np.array([0.95047, 1.0, 1.08883], dtype=np.float64)
 _DELTA = 6.0 / 29.0
 
@@ -52,6 +53,20 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     fx, fy, fz = np.moveaxis(_f(xyz / _WHITE), -1, 0)
     lab = np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
     return lab.astype(np.float32)
+
+
+def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
+    """CIELAB ``[..., 3]`` (L in [0, 100]) -> uint8 sRGB ``[..., 3]``: srgb_to_lab
+    inverted, colours outside the sRGB gamut clipped to it (for looking at Lab data)."""
+    lab = np.asarray(lab, dtype=np.float64)
+    if lab.shape[-1:] != (3,):
+        raise ValueError(f"expected [..., 3] Lab, got shape {lab.shape}")
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    xyz = np.where(f > _DELTA, f**3, 3.0 * _DELTA**2 * (f - 4.0 / 29.0)) * _WHITE
+    linear = np.clip(xyz @ _XYZ_TO_RGB.T, 0.0, 1.0)
+    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return np.rint(srgb * 255.0).astype(np.uint8)
 
 
 def lab_targets(jpeg: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # One BLAS thread per process (only effective before numpy is first imported):
 # parallelism comes from resize_shard's process pool, not from inside one image.
@@ -58,6 +58,7 @@ from imgprep.kernels.decode import (  # noqa: E402
 )
 from imgprep.kernels.encode import JPEG_MAX_SIDE, SUBSAMPLINGS, encode_pixels, encode_planes  # noqa: E402
 from imgprep.kernels.geometry import MODES, Geometry, dct_reduction, is_identity, round_half_up  # noqa: E402
+from imgprep.kernels.phash import pixels_sha256, source_pixels_sha256  # noqa: E402
 from imgprep.kernels.resample import FILTERS, resample, subsample  # noqa: E402
 from imgprep.sections import require_keys
 
@@ -185,13 +186,20 @@ class ResizedImage:
     # sRGB), ignored (resize.icc: ignore), not-applied (not an RGB profile: CMYK, gray),
     # unusable (a profile littleCMS cannot read)
     icc: str = "none"
+    # resize_image(..., pixels_digest=True): imgprep.kernels.phash.pixels_sha256 of the
+    # source decoded in full, oriented (the duplicate audit's exact-pixels key)
+    pixels_sha256: str = ""
 
 
 # -- entry point ------------------------------------------------------------------------
 
 
-def resize_image(data: bytes, params: ResizeParams) -> ResizedImage:
+def resize_image(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> ResizedImage:
     """Resize one encoded image; raise RejectedImage (and nothing else) for bad input.
+
+    ``pixels_digest``: also the digest of the decoded source (``pixels_sha256``), taken
+    from the resize's own JPEG decode (tagged with its DCT scale and channels where that
+    was not a full one); a kept file or one Pillow decodes gets a full decode of its own.
 
     Output size by mode, for a target of width x height (oriented source W x H):
 
@@ -210,7 +218,14 @@ def resize_image(data: bytes, params: ResizeParams) -> ResizedImage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _resize(data, params)
+            image = _resize(data, params, pixels_digest)
+            if pixels_digest and not image.pixels_sha256:
+                try:  # never a reason to reject an image resize could store
+                    digest = source_pixels_sha256(data)
+                except Exception:
+                    digest = ""
+                image = replace(image, pixels_sha256=digest)
+            return image
     except RejectedImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -219,7 +234,7 @@ def resize_image(data: bytes, params: ResizeParams) -> ResizedImage:
         raise RejectedImage(f"decode error: {type(error).__name__}: {error}") from None
 
 
-def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
+def _resize(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> ResizedImage:
     if not data:
         raise RejectedImage("empty file")
     image = None
@@ -248,7 +263,7 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
     if source.icc is not None:
         icc, to_srgb = ("ignored", None) if params.icc == "ignore" else srgb_transform(source.icc)
 
-    def result(jpeg: bytes, kept: bool = False) -> ResizedImage:
+    def result(jpeg: bytes, kept: bool = False, digest: str = "") -> ResizedImage:
         return ResizedImage(
             data=jpeg,
             width=geometry.canvas[0],
@@ -264,6 +279,7 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
             pad=(*geometry.offset, *geometry.content),
             kept=kept,
             icc=icc,
+            pixels_sha256=digest,
         )
 
     if (
@@ -282,11 +298,21 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
     reduce = 1
     if params.fast_decode and is_jpeg and not geometry.identity:
         reduce = dct_reduction(geometry, source.width, source.height)
-    pixels = None
+    pixels, digest = None, ""
     if is_jpeg and source.mode in ("RGB", "L"):
         luma_only = gray and params.gray_matrix == "rec601" and to_srgb is None
         channels = 1 if source.mode == "L" or luma_only else 3
         pixels = decode_jpeg(data, channels, reduce, source.width, source.height)
+        if pixels_digest and pixels is not None:
+            # the pixels as this decode gives them: a full one is the source's picture; a
+            # DCT-scaled or luma-only one (fast_decode, gray rec601) says so in the digest,
+            # and is what every copy of the same picture decodes to under this resize
+            # (a second, full decode would cost ~40 % of the resize)
+            partial = reduce != 1 or channels != len(source.mode)
+            digest = pixels_sha256(
+                orient(pixels, source.orientation),
+                decoded_as=f"1/{reduce} {channels}" if partial else "",
+            )
     if pixels is None:
         if image is None:
             image = open_image(data)
@@ -296,7 +322,7 @@ def _resize(data: bytes, params: ResizeParams) -> ResizedImage:
             pixels = pixels_to_srgb(pixels, to_srgb)
         pixels = orient(pixels, source.orientation)
         scale = (1.0 / reduce, 1.0 / reduce)
-    return result(_render(pixels, scale, geometry, params))
+    return result(_render(pixels, scale, geometry, params), digest=digest)
 
 
 # -- rendering: resample, convert, encode -------------------------------------------

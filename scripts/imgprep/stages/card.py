@@ -265,7 +265,16 @@ def write_card(
     out += _splits_made(config)
     if duplicates_json is not None:
         found = _flatten(json.loads(Path(duplicates_json).read_text()))
-        out += ["## Duplicates", "", *_table(["count", "value"], found), ""]
+        out += [
+            "## Duplicates",
+            "",
+            "Exact duplicates (the same decoded pixels or source bytes) and near ones (64-bit "
+            "DCT hashes of the stored images within `near_distance` bits), within and across "
+            "splits (`duplicates.json`; the pairs: `duplicates.tsv`):",
+            "",
+            *_table(["count", "value"], found),
+            "",
+        ]
     out += _label_map(labels, members, rejected, schemas, base)
     out += _made(config, config_yaml, config_hash, source)
     out += _checksums(splits, schemas)

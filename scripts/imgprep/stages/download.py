@@ -19,7 +19,6 @@ import hashlib
 import io
 import re
 import tarfile
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -29,11 +28,10 @@ from imgprep.atomic import atomic_write
 from imgprep.files.tables import INDEX_COLUMNS, INDEX_INTS, STATUS_COLUMNS, TEXT, clean, read_tsv
 from imgprep.files.tars import reproducible_tar_info
 from imgprep.http import Connections, fetch, is_refusal, short_error
+from imgprep.progress import Progress
 from imgprep.sections import require_keys
 
 __all__ = ["DownloadParams", "cache_paths", "download_shard", "read_downloads"]
-
-_LOG_EVERY_S = 10.0
 
 
 # -- parameters ---------------------------------------------------------------------------
@@ -322,38 +320,24 @@ def downloads_for(urls: list[str], fetched) -> dict[int, bytes | str]:
     return {position: by_url[url] for position, url in enumerate(urls)}
 
 
-class _Progress:
-    """Counts outcomes and prints a line now and then (time-based, so logs stay short)."""
+class _Progress(Progress):
+    """URLs done (those found in the cache count as done from the start), with the fetch's
+    own counts on every line."""
 
     def __init__(self, total: int, cached: int, log):
-        self.total, self.cached, self.log = total, cached, log
-        self.done = self.ok = self.failed = self.bytes = 0
-        self.started = self.last = time.monotonic()
+        self.cached, self.ok, self.failed, self.bytes = cached, 0, 0, 0
+        super().__init__("download", total, unit="URLs", out=log, done=cached)
 
     def add(self, ok: bool, size: int) -> None:
-        self.done += 1
         self.ok += ok
         self.failed += not ok
         self.bytes += size
-        now = time.monotonic()
-        if now - self.last >= _LOG_EVERY_S:
-            self.last = now
-            self._print(now)
+        self.advance()
 
-    def finish(self) -> None:
-        self._print(time.monotonic())
-
-    def _print(self, now: float) -> None:
-        if self.log is None:
-            return
-        elapsed = max(now - self.started, 1e-9)
-        print(
-            f"download: {self.cached + self.done}/{self.total} URLs done "
-            f"({self.cached} from cache; fetched: {self.ok} images, {self.failed} failures), "
-            f"{self.bytes / 1e6:.1f} MB, {self.done / elapsed:.1f} URLs/s, "
-            f"{self.bytes / 1e6 / elapsed:.2f} MB/s",
-            file=self.log,
-            flush=True,
+    def line(self, now: float) -> str:
+        return (
+            f"{super().line(now)}; {self.cached} from cache; fetched: {self.ok} images, "
+            f"{self.failed} failures, {self.bytes / 1e6:.1f} MB"
         )
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 from imgprep import slim
 from imgprep.atomic import atomic_write
 from imgprep.files.tars import read_resized
+from imgprep.progress import Progress
 from imgprep.sections import require_keys
 
 __all__ = [
@@ -333,6 +334,7 @@ def embed_shard(tar_path, out_path, params: EmbedParams, threads: int = 1) -> in
     step = params.batch_size
     chunks = [jpegs[start : start + step] for start in range(0, len(jpegs), step)]
     parts = []
+    progress = Progress("embed", len(jpegs))
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(koalarization_batch, chunks[0], params.input_size) if chunks else None
         for index in range(len(chunks)):
@@ -340,6 +342,8 @@ def embed_shard(tar_path, out_path, params: EmbedParams, threads: int = 1) -> in
             if index + 1 < len(chunks):
                 pending = pool.submit(koalarization_batch, chunks[index + 1], params.input_size)
             parts.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
+            progress.advance(len(chunks[index]))
+    progress.finish()
     embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
     embeddings = np.ascontiguousarray(embeddings.reshape(len(jpegs), dim), dtype=np.float32)
     buffer = io.BytesIO()

@@ -17,6 +17,7 @@ import numpy as np
 from imgprep.atomic import atomic_write
 from imgprep.files.tars import read_resized
 from imgprep.kernels.stringart import kernel_tables, ravel
+from imgprep.progress import Progress, tracked
 from imgprep.sections import require_keys
 
 __all__ = ["RavelParams", "decode_gray", "ravel_shard"]
@@ -68,11 +69,14 @@ def ravel_shard(tar_path, out_path, params: RavelParams, threads: int = 1) -> in
     images = [data for _, data in read_resized(tar_path)]
     if images:
         kernel_tables(params.pins, decode_gray(images[0]).shape[0])  # once, before fork
+    progress = Progress("ravel", len(images))
     if threads > 1 and len(images) > 1:
+        # chunks of a few images: the pool stays busy to the end and progress is current
+        chunksize = max(1, min(8, len(images) // (4 * threads)))
         with multiprocessing.get_context("fork").Pool(threads) as pool:
-            paths = pool.map(_ravel_one, images, chunksize=max(1, len(images) // (4 * threads)))
+            paths = list(tracked(pool.imap(_ravel_one, images, chunksize=chunksize), progress))
     else:
-        paths = [_ravel_one(data) for data in images]
+        paths = list(tracked(map(_ravel_one, images), progress))
     targets = np.zeros((len(paths), params.lines + 1), dtype=np.int16)
     for row, path in enumerate(paths):
         targets[row] = path

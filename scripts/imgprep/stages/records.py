@@ -19,6 +19,7 @@ from imgprep.files.labels import LabelMap, read_labels
 from imgprep.files.tables import member_name, read_tsv
 from imgprep.formats import get_format
 from imgprep.formats.base import COLORSPACE_CHANNELS, Sample
+from imgprep.progress import Progress, tracked
 
 __all__ = ["iter_samples", "write_shard"]
 
@@ -70,8 +71,10 @@ def iter_samples(
     pin_paths=None,
     n_pins=None,
     embeddings=None,
+    drop=(),
 ) -> Iterator[Sample]:
-    """The shard's images in position order, each joined with its label row.
+    """The shard's images in position order, each joined with its label row; positions
+    in ``drop`` (the duplicate audit's leaks) are read past, not yielded.
 
     ``pin_paths`` and ``embeddings`` (optional) hold one row per meta row, in position
     order; row r becomes the r-th sample's ``pin_path`` / ``embedding``.
@@ -101,6 +104,8 @@ def iter_samples(
                 raise ValueError(
                     f"{tar_path}: {name} has {len(data)} bytes, meta says {row.nbytes}"
                 )
+            if position in drop:
+                continue
             synset = classes[position]
             yield Sample(
                 position=position,
@@ -184,6 +189,7 @@ def write_shard(
     n_pins: int | None = None,
     embeddings=None,
     index_path=None,
+    drop=(),
 ) -> dict:
     """Write one shard of format ``schema``; same inputs give a byte-identical file.
 
@@ -196,7 +202,8 @@ def write_shard(
     meta row in position order: required by formats that need ``embed``, stored by
     those that take embeddings when given (their records are otherwise unchanged), an
     error for other formats. ``index_path`` (formats with index files) gets the
-    shard's index, written in the same pass. Returns records, sha256 and bytes.
+    shard's index, written in the same pass. ``drop``: positions left out (leaking
+    train images, imgprep.duplicates). Returns records, sha256 and bytes.
     """
     spec = get_format(schema)
     labels = read_labels(labels_tsv, label_base)
@@ -213,5 +220,13 @@ def write_shard(
         n_pins = None
     if boxes is None and not spec.stores_boxes:
         boxes = {}  # the index's boxes are moved through the geometry only where stored
-    samples = iter_samples(index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors)
+    samples = iter_samples(
+        index_tsv, labels, meta_tsv, tar_path, boxes, pin_paths, n_pins, vectors, drop
+    )
+    samples = tracked(samples, Progress(f"records {schema}", _count_rows(meta_tsv) - len(drop)))
     return spec.write_shard(samples, out_path, compression, index_path, label_base)
+
+
+def _count_rows(tsv) -> int:
+    with open(tsv, "rb") as handle:
+        return max(0, sum(1 for line in handle if line.strip()) - 1)

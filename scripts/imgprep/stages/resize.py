@@ -8,12 +8,15 @@ byte-identical files (what lets Snakemake and a verifier trust a rerun).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import multiprocessing
 
 from imgprep.atomic import atomic_write
 from imgprep.files.tables import META_COLUMNS, REJECT_COLUMNS, TEXT, clean, member_name
 from imgprep.files.tars import add_member, open_tar_writer
+from imgprep.kernels.phash import phash, phash_hex
 from imgprep.kernels.resize import RejectedImage, ResizedImage, ResizeParams, resize_image
+from imgprep.progress import Progress
 from imgprep.s3 import is_s3_url, read_object
 from imgprep.sourcefile import ReadLimits, UnsafeSourceError, check_size, read_file
 
@@ -46,7 +49,8 @@ def resize_shard(
     """
     items = [_item(position, source, downloads) for position, source in enumerate(sources)]
     paths = [item[1] for item in items]
-    resized = rejected = 0
+    counts = {"resized": 0, "rejected": 0}
+    progress = Progress("resize", len(items), detail=lambda: f"{counts['rejected']} rejected")
     with contextlib.ExitStack() as stack:
         tar_file = stack.enter_context(atomic_write(tar_path, "wb"))
         meta = stack.enter_context(atomic_write(meta_path, "w", **TEXT))
@@ -57,12 +61,14 @@ def resize_shard(
         for position, image, reason in _results(items, params, threads, limits or ReadLimits()):
             if image is None:
                 rejects.write(f"{position}\t{clean(paths[position])}\t{clean(reason)}\n")
-                rejected += 1
-                continue
-            add_member(tar, member_name(position), image.data)
-            meta.write("\t".join(_meta_row(position, image)) + "\n")
-            resized += 1
-    return resized, rejected
+                counts["rejected"] += 1
+            else:
+                add_member(tar, member_name(position), image[0].data)
+                meta.write("\t".join(_meta_row(position, image)) + "\n")
+                counts["resized"] += 1
+            progress.advance()
+    progress.finish()
+    return counts["resized"], counts["rejected"]
 
 
 # -- the work of one image --------------------------------------------------------------
@@ -107,7 +113,7 @@ def read_source_bytes(
     return read_file(path, limits.max_bytes, limits.follow_symlinks)
 
 
-def _process(item: tuple) -> tuple[int, ResizedImage | None, str | None]:
+def _process(item: tuple) -> tuple[int, tuple[ResizedImage, str, str] | None, str | None]:
     """Read and resize one image; any failure becomes a reason, never an exception."""
     position, path, offset, size, payload = item
     if isinstance(payload, str):
@@ -122,9 +128,16 @@ def _process(item: tuple) -> tuple[int, ResizedImage | None, str | None]:
         except OSError as error:
             return position, None, f"unreadable: {type(error).__name__}: {error}"
     try:
-        return position, resize_image(data, _WORKER_PARAMS), None
+        image = resize_image(data, _WORKER_PARAMS, pixels_digest=True)
     except RejectedImage as error:
         return position, None, error.reason
+    # the duplicate audit's keys ride along with the image (meta.tsv's last columns); an
+    # image is never rejected for its hash (empty: the audit leaves it out of near pairs)
+    try:
+        perceptual = phash_hex(phash(image.data))
+    except ValueError:
+        perceptual = ""
+    return position, (image, hashlib.sha256(data).hexdigest(), perceptual), None
 
 
 def _results(items: list[tuple], params: ResizeParams, threads: int, limits: ReadLimits):
@@ -147,7 +160,8 @@ def _results(items: list[tuple], params: ResizeParams, threads: int, limits: Rea
 # -- output formats ---------------------------------------------------------------------
 
 
-def _meta_row(position: int, image: ResizedImage) -> list[str]:
+def _meta_row(position: int, made: tuple[ResizedImage, str, str]) -> list[str]:
+    image, source_sha256, phash_text = made
     return [
         str(position),
         str(image.width),
@@ -164,4 +178,7 @@ def _meta_row(position: int, image: ResizedImage) -> list[str]:
         "1" if image.kept else "0",
         str(len(image.data)),
         image.icc,
+        source_sha256,
+        image.pixels_sha256,
+        phash_text,
     ]

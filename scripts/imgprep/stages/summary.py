@@ -13,8 +13,15 @@ class SummaryError(ValueError):
     """Counts that do not add up: an image went missing somewhere."""
 
 
-def write_summary(verified, tables, rejects, ignored, json_path, tsv_path, rejects_path) -> dict:
+def write_summary(
+    verified, tables, rejects, ignored, json_path, tsv_path, rejects_path, **audit
+) -> dict:
+    """``audit``: the duplicate audit's ``duplicates`` (counts: summary.json's
+    "duplicates") and ``leaks`` (leaking train images, rejects where they were dropped),
+    each a path or None."""
     import pandas as pd
+
+    leaks, duplicates = audit.get("leaks"), audit.get("duplicates")
 
     split_tables = {Path(path).stem: read_tsv(path) for path in tables}
     reject_parts = []
@@ -23,6 +30,8 @@ def write_summary(verified, tables, rejects, ignored, json_path, tsv_path, rejec
         part.insert(0, "shard", Path(path).stem)
         part.insert(0, "split", Path(path).parent.name)
         reject_parts.append(part)
+    if leaks is not None:
+        reject_parts.append(read_tsv(leaks))
     all_rejects = pd.concat(reject_parts, ignore_index=True)
     splits: dict[str, dict] = {}
     for split, table in split_tables.items():
@@ -83,6 +92,9 @@ def write_summary(verified, tables, rejects, ignored, json_path, tsv_path, rejec
             "ignored_files": ignored_count,
         },
     }
+    if duplicates is not None:
+        with open(duplicates) as handle:
+            summary["duplicates"] = json.load(handle)
     with atomic_write(json_path, "w") as handle:
         json.dump(summary, handle, indent=1, sort_keys=True)
         handle.write("\n")
@@ -105,3 +117,22 @@ def _reason_counts(reasons) -> dict[str, int]:
 
     kinds = reasons.map(kind)
     return {kind: int(n) for kind, n in sorted(kinds.value_counts().items())}
+
+
+def stage_images(summary: dict, stages) -> dict[str, int]:
+    """The images each stage of ``stages`` handled, from the summary: download and resize
+    every indexed image, ravel and embed the resized ones (not rejected), records and verify
+    <schema> that format's records."""
+    splits = summary["splits"].values()
+    images = sum(split["images"] for split in splits)
+    resized = images - sum(split["rejects"] for split in splits)
+    counts = {}
+    for stage in stages:
+        kind, _, schema = stage.partition(" ")
+        if kind in ("download", "resize"):
+            counts[stage] = images
+        elif kind in ("ravel", "embed"):
+            counts[stage] = resized
+        else:
+            counts[stage] = sum(split["schemas"][schema]["records"] for split in splits)
+    return counts

@@ -24,6 +24,7 @@ from imgprep.files.tables import read_tsv
 from imgprep.files.tfrecord import normalize_compression, record_index
 from imgprep.formats import get_format
 from imgprep.formats.base import RecordFormat, UnreadableShard
+from imgprep.progress import Progress, tracked
 
 __all__ = ["VerificationError", "forget_failed", "read_recorded_sha256", "verify_shards"]
 
@@ -92,6 +93,13 @@ def _expected(shard: dict, labels, label_of, problems: _Problems):
         elif "path" in rejects.columns and row.path != paths[position]:
             problems.add("reject path differs from index", f"{position}: {row.path}")
         rejected.add(position)
+    dropped = shard.get("dropped", {})  # leaking train images (imgprep.duplicates)
+    for position, path in dropped.items():
+        if not 0 <= position < len(index) or paths[position] != path:
+            problems.add("dropped duplicate not in the index", f"{position}: {path}")
+        elif position in rejected:
+            problems.add("position rejected twice", str(position))
+        rejected.add(position)
     expected: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
     for position, (path, synset) in enumerate(zip(paths, classes, strict=True)):
         if position in rejected:
@@ -104,7 +112,7 @@ def _expected(shard: dict, labels, label_of, problems: _Problems):
             continue
         label = label_of(labels.index[synset])
         expected[os.path.basename(path)].append((label, synset, labels.text[synset]))
-    return expected, len(index), len(rejects)
+    return expected, len(index), len(rejects) + len(dropped)
 
 
 def _check_record_index(path: Path, index_path, problems: _Problems) -> None:
@@ -201,6 +209,8 @@ def _cache_key(shard: dict, labels_digest: str, settings: dict, recorded: str | 
             continue
         stat = os.stat(shard[role])
         key[role] = [str(shard[role]), stat.st_size, stat.st_mtime_ns]
+    if "dropped" in shard:
+        key["dropped"] = sorted(shard["dropped"])
     return key
 
 
@@ -266,7 +276,9 @@ def verify_shards(
     cache = Path(cache_dir) if cache_dir is not None else None
     results, failures = [], []
     reader = None
-    for shard in shards:
+    shards = list(shards)
+    progress = Progress(f"verify {schema}", len(shards), unit="shards")
+    for shard in tracked(shards, progress):
         try:
             recorded = read_recorded_sha256(shard["sha256"]) if shard.get("sha256") else None
         except (OSError, VerificationError) as error:

@@ -1,0 +1,1 @@
+"""Figures of what the workflow built: contact sheets of records (sheets)."""
