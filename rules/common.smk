@@ -426,7 +426,8 @@ def metadata_outputs(ds):
 
 def dataset_outputs(ds):
     """What building a dataset means: its summary, records and metadata files, its card,
-    the duplicate audit and the report's figures (`snakemake --report report.html` collects them)."""
+    the duplicate audit and the report's figures (`snakemake --report report.html`
+    collects them)."""
     return [
         *summary_outputs(ds),
         *metadata_outputs(ds),

@@ -39,9 +39,8 @@ PACKAGES = {
 }
 # more classes than this: the label map goes into a <details> block
 FOLDED_CLASSES = 20
-# Hugging Face's size_categories, by record count
-SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"))
-SIZE_CATEGORIES += ((1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"))
+# Hugging Face's size_categories, by image count
+SIZE_CATEGORIES = {10**3: "n<1K", 10**4: "1K<n<10K", 10**5: "10K<n<100K", 10**6: "100K<n<1M"}
 
 
 def canonical_json(config: Mapping) -> str:
@@ -94,15 +93,10 @@ def package_versions() -> dict[str, str]:
 
 def workflow_commit() -> str | None:
     """The git commit of the workflow's checkout (with `-dirty` for local changes)."""
+    command = ["git", "describe", "--always", "--dirty", "--abbrev=12"]
     try:
-        proc = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
+        proc = subprocess.run(command, cwd=Path(__file__).parent, capture_output=True, text=True)
+    except OSError:
         return None
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
 
@@ -137,7 +131,7 @@ def _label_numbering(schemas: Sequence[str], base: int) -> list[str]:
 
 
 def _size_category(records: int) -> str:
-    return next((name for top, name in SIZE_CATEGORIES if records < top), "n>10M")
+    return next((name for top, name in SIZE_CATEGORIES.items() if records < top), "1M<n<10M")
 
 
 def _flatten(value, prefix="") -> list[tuple[str, object]]:
