@@ -678,6 +678,7 @@ REPORT_DATASET_FILES = (
 
 from imgprep.stages.card import config_sha256, source_description
 
+
 def card_outputs(ds):
     return [f"{RESULTS}/{ds}README.md"]
 
