@@ -46,6 +46,7 @@ include: "rules/records.smk"
 include: "rules/verify.smk"
 include: "rules/duplicates.smk"
 include: "rules/report.smk"
+include: "rules/card.smk"
 
 
 # the result, last: Snakemake's own last line is only "N of N steps (100%) done"

@@ -425,14 +425,16 @@ def metadata_outputs(ds):
 
 
 def dataset_outputs(ds):
-    """What building a dataset means: its summary, records and metadata files, and the
-    duplicate audit and the report's figures (`snakemake --report report.html` collects them)."""
+    """What building a dataset means: its summary, records and metadata files, its card,
+    the duplicate audit and the report's figures (`snakemake --report report.html`
+    collects them)."""
     return [
         *summary_outputs(ds),
         *metadata_outputs(ds),
         *dataset_records(ds),
         *duplicates_outputs(ds),
         *report_outputs(ds),
+        *card_outputs(ds),
     ]
 
 
@@ -670,3 +672,55 @@ REPORT_DATASET_FILES = (
     "duplicates.png",
     "duplicates.tsv",
 )
+
+
+# -- dataset card --
+
+from imgprep.stages.card import config_sha256, source_description
+
+
+def card_outputs(ds):
+    return [f"{RESULTS}/{ds}README.md"]
+
+
+def card_inputs(wildcards):
+    """A card's inputs: the summary (counts, shard hashes), the label map, the member
+    tables, the rejects table and the duplicate audit's counts."""
+    ds, spec = wildcards.ds, dataset(wildcards)
+    made = f"{RESULTS}/{ds}"
+    inputs = {
+        "summary": f"{made}summary.json",
+        "rejects": f"{made}rejects.tsv",
+        "labels": dataset_labels(ds),
+        "tables": [f"{made}index/{split}.tsv" for split in spec.splits],
+    }
+    inputs["duplicates"] = duplicates_outputs(ds)[1]  # (an optional input of the card)
+    return inputs
+
+
+def card_preset(wildcards):
+    spec = dataset(wildcards)
+    return config["datasets"][spec.name].get("preset") if spec.folder else None
+
+
+@functools.cache
+def _card_config_sha256(ds):
+    return config_sha256(DATASETS[ds].config)
+
+
+def card_config_sha256(wildcards):
+    """sha256 of the dataset's effective configuration as canonical JSON."""
+    return _card_config_sha256(wildcards.ds)
+
+
+def card_source():
+    return source_description(config)
+
+
+def card_snippets(wildcards):
+    """Each format's loading snippet, paths relative to the card's folder."""
+    spec = dataset(wildcards)
+    return {
+        schema: FORMATS[schema].loading_snippet(f"records/{schema}", list(spec.splits), spec.config)
+        for schema in spec.config["records"]["schemas"]
+    }

@@ -204,6 +204,7 @@ def test_record_settings_do_not_recompute_embeddings(koalas, tmp_path):
         "records_shard": 14,
         "verify_records": 2,
         "summary": 1,
+        "dataset_card": 1,
         "all": 1,
     }
     write_config(

@@ -85,6 +85,7 @@ def test_a_ravel_parameter_reruns_ravel_and_tangler_records_only(tangled, tmp_pa
         "verify_records": 1,
         "records_metadata": 2,
         "summary": 1,
+        "dataset_card": 1,
         "all": 1,
     }
 

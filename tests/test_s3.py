@@ -429,6 +429,7 @@ def test_reuploading_one_source_image_reruns_only_its_shard(bucket, s3_run):
         "verify_records": 1,
         "records_metadata": 3,
         "summary": 1,
+        "dataset_card": 1,
         "duplicates_audit": 1,  # its meta tables changed
         "all": 1,
     }

@@ -235,6 +235,7 @@ def test_changing_a_resize_parameter_reruns_resize_and_downstream_only(built, tm
         "verify_records": 2,
         "records_metadata": 6,
         "summary": 1,
+        "dataset_card": 1,
         "duplicates_audit": 1,  # its meta tables changed
         "all": 1,
     }
@@ -258,6 +259,7 @@ def test_a_changed_setting_is_seen_after_the_intermediates_are_gone(built, tmp_p
         "records_shard": 12,
         "verify_records": 2,
         "summary": 1,
+        "dataset_card": 1,
         "records_metadata": 6,
         "duplicates_audit": 1,  # its meta tables changed
         "all": 1,
@@ -283,6 +285,7 @@ def test_removed_output_is_rebuilt_alone_and_no_temp_files_are_left(built, tmp_p
         "verify_records": 1,
         "records_metadata": 3,
         "summary": 1,
+        "dataset_card": 1,
         "all": 1,
     }
     before = record_hashes(built)
@@ -316,6 +319,7 @@ def test_a_failed_verification_is_never_forgotten(built, tmp_path):
         "records_shard": 1,
         "verify_records": 1,
         "summary": 1,
+        "dataset_card": 1,
         "records_metadata": 3,
         "all": 1,
     }

@@ -261,6 +261,18 @@ class RecordFormat:
         """The text of metadata file ``name``."""
         raise NotImplementedError(f"format {self.name} has no metadata file {name!r}")
 
+    # -- the dataset card ------------------------------------------------------------
+
+    def loading_snippet(
+        self, records_folder: str, splits: Sequence[str], config: dict
+    ) -> str | None:
+        """Python code that loads the records the way this format's consumer does, for the
+        dataset card (imgprep.stages.card): it runs as it stands from the card's folder
+        (``records_folder``, the format's folder relative to it), reads every record of
+        each of ``splits`` and prints one line ``<split>: <count> records`` per split.
+        ``config`` is the dataset's effective configuration. None: no snippet."""
+        return None
+
 
 def check_square_resize(resize: dict, name: str, colorspace: str) -> None:
     """For formats whose consumer reads every image at exactly one square side, in one

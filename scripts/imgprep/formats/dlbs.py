@@ -75,5 +75,50 @@ class DlbsFormat(DescribedImageFormat):
         flat = self.tfds_described(tfds_tensor("string"), classes)
         return self.tfds_with_embedding(flat, settings, embedding_size)
 
+    def loading_snippet(self, records_folder: str, splits, config: dict) -> str:
+        """DLBS' fast path (README, *dlbs*): the raw tensor reshaped, the model's S x S x 3
+        corner sliced off it; its reader's glob ``{split}-*-of-*``."""
+        import json
+
+        size = config["resize"]["size"]
+        side = min(224, size if isinstance(size, int) else min(size))
+        compression = config["records"]["compression"]
+        opened = (
+            "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
+        )
+        return f"""import glob
+import os
+
+import tensorflow as tf
+
+data_dir = {json.dumps(records_folder)}  # relative to this card's folder: run it from there
+side = {side}  # the model's input side S: DLBS' fast path slices [S, S, 3] off every tensor
+
+
+def parse(serialized):
+    int64 = tf.io.FixedLenFeature([], tf.int64)
+    features = tf.io.parse_single_example(
+        serialized,
+        {{
+            "image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/height": int64,
+            "image/width": int64,
+            "image/channels": int64,
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64, -1),
+        }},
+    )
+    height, width = features["image/height"], features["image/width"]
+    image = tf.io.decode_raw(features["image/encoded"], tf.uint8)
+    image = tf.reshape(image, tf.stack([height, width, features["image/channels"]]))
+    return tf.slice(image, [0, 0, 0], [side, side, 3]), features["image/class/label"]  # 0-based
+
+
+for split in {json.dumps(list(splits))}:
+    files = sorted(glob.glob(os.path.join(data_dir, f"{{split}}-*-of-*")))
+    dataset = tf.data.TFRecordDataset({opened}).map(parse).batch(32)
+    count = sum(int(labels.shape[0]) for images, labels in dataset)
+    print(f"{{split}}: {{count}} records")
+"""
+
 
 FORMAT = DlbsFormat()

@@ -108,5 +108,47 @@ class ImagenetFormat(DescribedImageFormat):
         flat["image/object/bbox/label"] = tfds_tensor("int64", [None])
         return self.tfds_with_embedding(flat, settings, embedding_size)
 
+    def loading_snippet(self, records_folder: str, splits, config: dict) -> str:
+        """TPU ResNet's and tensorflow/models' parse (README, *Loading*), over each split's
+        ``{split}-*-of-*`` files as their readers glob them."""
+        import json
+
+        base = config["labels"]["base"]
+        label = (
+            'features["image/class/label"] - 1  # labels.base 1: 0..N-1, as TPU and models do'
+            if base
+            else 'features["image/class/label"]  # labels.base 0: already 0..N-1'
+        )
+        compression = config["records"]["compression"]
+        opened = (
+            "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
+        )
+        return f"""import os
+
+import tensorflow as tf
+
+data_dir = {json.dumps(records_folder)}  # relative to this card's folder: run it from there
+
+
+def parse(serialized):
+    features = tf.io.parse_single_example(
+        serialized,
+        {{
+            "image/encoded": tf.io.FixedLenFeature([], tf.string, ""),
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64, -1),
+        }},
+    )
+    image = tf.image.resize(tf.io.decode_jpeg(features["image/encoded"], channels=3), [224, 224])
+    return image, {label}
+
+
+for split in {json.dumps(list(splits))}:
+    pattern = os.path.join(data_dir, f"{{split}}-*-of-*")
+    files = tf.data.Dataset.list_files(pattern, shuffle=False)
+    dataset = tf.data.TFRecordDataset({opened}).map(parse).batch(32)
+    count = sum(int(labels.shape[0]) for images, labels in dataset)
+    print(f"{{split}}: {{count}} records")
+"""
+
 
 FORMAT = ImagenetFormat()

@@ -269,5 +269,46 @@ class KoalarizationFormat(TFRecordFormat):
             "image_embedding": tfds_tensor("float32", [embedding_size]),
         }
 
+    def loading_snippet(self, records_folder: str, splits, config: dict) -> str:
+        """Deep Koalarization's parse in TF2 (README, *Deep Koalarization*), over the files
+        its readers glob: ``lab_images_*.tfrecord`` (train), ``val_lab_images_*`` (val)."""
+        import json
+
+        globs = {split: self.shard_name(split, 0, 1).replace("_0.", "_*.") for split in splits}
+        side = config["embed"]["lab_size"]
+        compression = config["records"]["compression"]
+        opened = (
+            "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
+        )
+        return f"""import glob
+import os
+
+import tensorflow as tf
+
+data_dir = {json.dumps(records_folder)}  # relative to this card's folder: run it from there
+features = {{
+    "image_name": tf.io.FixedLenFeature([], tf.string),
+    "image_l": tf.io.FixedLenFeature([{side} * {side}], tf.float32),
+    "image_ab": tf.io.FixedLenFeature([{side} * {side} * 2], tf.float32),
+    "image_embedding": tf.io.FixedLenFeature([{EMBEDDING}], tf.float32),
+}}
+
+
+def parse(serialized):
+    example = tf.io.parse_single_example(serialized, features)
+    return (
+        tf.reshape(example["image_l"], [{side}, {side}, 1]),
+        tf.reshape(example["image_ab"], [{side}, {side}, 2]),
+        example["image_embedding"],
+    )
+
+
+for split, pattern in {json.dumps(globs)}.items():
+    files = sorted(glob.glob(os.path.join(data_dir, pattern)))
+    dataset = tf.data.TFRecordDataset({opened}).map(parse).batch(32)
+    count = sum(int(embeddings.shape[0]) for lightness, ab, embeddings in dataset)
+    print(f"{{split}}: {{count}} records")
+"""
+
 
 FORMAT = KoalarizationFormat()

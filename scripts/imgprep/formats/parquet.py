@@ -433,6 +433,22 @@ class ParquetFormat(RecordFormat):
         synsets = sorted(labels.index, key=labels.index.__getitem__)
         return dataset_card(synsets, inputs.record_paths)
 
+    def loading_snippet(self, records_folder: str, splits, config: dict) -> str:
+        """``datasets.load_dataset`` over the folder (README, *Hugging Face datasets*):
+        its README.md declares the features and each split's files."""
+        import json
+
+        return f"""import datasets
+
+data_dir = {json.dumps(records_folder)}  # relative to this card's folder: run it from there
+dataset = datasets.load_dataset(data_dir)  # a local folder: no network
+for split in {json.dumps(list(splits))}:
+    rows = dataset[split]
+    names = rows.features["label"].names  # the synsets, in label order
+    count = sum(1 for row in rows if row["image"].size)  # a PIL image, the class index
+    print(f"{{split}}: {{count}} records")
+"""
+
 
 def dataset_card(class_names: list[str], record_paths) -> str:
     """README.md whose YAML header ``datasets`` reads: the features (class names in label

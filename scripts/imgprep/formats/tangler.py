@@ -190,5 +190,51 @@ class TanglerFormat(TFRecordFormat):
             "target/path": tfds_tensor("int64", [None]),
         }
 
+    def loading_snippet(self, records_folder: str, splits, config: dict) -> str:
+        """Tangler's parse (README, *Tangler*): the gray image reshaped by ``image/res`` and
+        the pin adjacency from ``target/indices``, over each split folder's ``*.tfrecord``
+        (what tangler/train.py globs)."""
+        import json
+
+        compression = config["records"]["compression"]
+        opened = (
+            "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
+        )
+        return f"""import glob
+import os
+
+import tensorflow as tf
+
+data_dir = {json.dumps(records_folder)}  # relative to this card's folder: run it from there
+
+
+def parse(serialized):
+    ex = tf.io.parse_single_example(
+        serialized,
+        {{
+            "record/version": tf.io.FixedLenFeature([], tf.int64),
+            "image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/res": tf.io.FixedLenFeature([], tf.int64),
+            "target/n_pins": tf.io.FixedLenFeature([], tf.int64, 256),
+            "target/sparsity": tf.io.FixedLenFeature([], tf.int64),
+            "target/indices": tf.io.FixedLenFeature([], tf.string),
+        }},
+    )
+    side, pins = ex["image/res"], ex["target/n_pins"]
+    image = tf.reshape(tf.io.decode_jpeg(ex["image/encoded"]), [side, side, 1])
+    pairs = tf.io.parse_tensor(ex["target/indices"], tf.uint8)
+    pairs = tf.reshape(tf.cast(pairs, tf.int64), [ex["target/sparsity"], 2])
+    ones = tf.ones([ex["target/sparsity"]], tf.int64)
+    lower = tf.sparse.to_dense(tf.sparse.SparseTensor(pairs, ones, [pins, pins]))
+    return image, tf.clip_by_value(lower + tf.transpose(lower), 0, 1)  # pin adjacency
+
+
+for split in {json.dumps(list(splits))}:
+    files = sorted(glob.glob(os.path.join(data_dir, split, "*.tfrecord")))
+    dataset = tf.data.TFRecordDataset({opened}).map(parse)
+    count = sum(1 for image, adjacency in dataset)
+    print(f"{{split}}: {{count}} records")
+"""
+
 
 FORMAT = TanglerFormat()

@@ -257,5 +257,30 @@ class WebDatasetFormat(RecordFormat):
         }
         return json.dumps(index, indent=2) + "\n"
 
+    # -- the dataset card ------------------------------------------------------------
+
+    def loading_snippet(self, records_folder: str, splits, config: dict) -> str:
+        """webdataset's stream (README, *WebDataset and wids*): each split's shards,
+        decoded to PIL images, ``.cls`` the 0-based class index."""
+        import json
+
+        return f"""import glob
+import os
+
+import webdataset as wds
+
+data_dir = {json.dumps(records_folder)}  # relative to this card's folder: run it from there
+
+for split in {json.dumps(list(splits))}:
+    shards = sorted(glob.glob(os.path.join(data_dir, f"{{split}}-*.tar")))
+    dataset = (
+        wds.WebDataset(shards, shardshuffle=False)  # shuffle with .shuffle(n) or shardshuffle
+        .decode("pil")
+        .to_tuple("jpg", "cls", "json")
+    )
+    count = sum(1 for image, label, info in dataset)  # label: 0-based class index, -1 none
+    print(f"{{split}}: {{count}} records")
+"""
+
 
 FORMAT = WebDatasetFormat()
