@@ -45,7 +45,7 @@ _BACKGROUND = "background"
 def tensorflow(threads: int):
     """Import TensorFlow quietly and bound its thread pools to ``threads``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf  # env: only verify_records reads records back
+    import tensorflow as tf  # env: only verify_records, report_sheet needs it
 
     # Only possible before the runtime starts (not in a process that used TF already).
     threading = tf.config.threading
@@ -173,7 +173,7 @@ class TFRecordFormat(RecordFormat):
         ``preview_parser``, its consumer's parse and decode, on the first ``limit``
         records. TensorFlow's thread pools are left as they are (a process sets them once)."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf  # env: the jobs that read records back
+        import tensorflow as tf  # env: only verify_records, report_sheet needs it
 
         dataset = tf.data.TFRecordDataset(
             str(path), compression_type=normalize_compression(compression)

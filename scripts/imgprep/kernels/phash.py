@@ -28,7 +28,15 @@ from PIL import Image
 from imgprep.kernels import decode
 from imgprep.kernels.decode import decode_jpeg, image_orientation, open_image, orient, probe_jpeg
 
-__all__ = ["hamming", "phash", "phash_hex", "phash_pixels", "pixels_sha256", "source_pixels_sha256"]
+__all__ = [
+    "duplicate_keys",
+    "hamming",
+    "phash",
+    "phash_hex",
+    "phash_pixels",
+    "pixels_sha256",
+    "source_pixels_sha256",
+]
 
 HASH_SIDE = 8  # 8 x 8 coefficients: 64 bits
 DCT_SIDE = 32  # the image is resized to 32 x 32 first (ImageHash's highfreq_factor 4)
@@ -111,3 +119,21 @@ def source_pixels_sha256(data: bytes) -> str:
     decode._load(image)  # rejects a truncated file, as resize does
     pixels = np.asarray(decode._to_rgb_or_l(image, (0, 0, 0)))
     return pixels_sha256(orient(pixels if pixels.ndim == 3 else pixels[:, :, None], orientation))
+
+
+def duplicate_keys(source: bytes, image) -> tuple[str, str, str]:
+    """The duplicate audit's keys of one resized image (a kernels.resize.ResizedImage):
+    sha256 of the source bytes, of its decoded pixels (resize's own, else a full decode)
+    and the phash of the stored JPEG. Never raises: an image resize could store is not
+    rejected for its hash (an empty one leaves it out of those pairs)."""
+    pixels = image.pixels_sha256
+    if not pixels:
+        try:
+            pixels = source_pixels_sha256(source)
+        except Exception:
+            pixels = ""
+    try:
+        perceptual = phash_hex(phash(image.data))
+    except ValueError:
+        perceptual = ""
+    return hashlib.sha256(source).hexdigest(), pixels, perceptual

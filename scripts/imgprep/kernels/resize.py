@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 # One BLAS thread per process (only effective before numpy is first imported):
 # parallelism comes from resize_shard's process pool, not from inside one image.
@@ -58,7 +58,7 @@ from imgprep.kernels.decode import (  # noqa: E402
 )
 from imgprep.kernels.encode import JPEG_MAX_SIDE, SUBSAMPLINGS, encode_pixels, encode_planes  # noqa: E402
 from imgprep.kernels.geometry import MODES, Geometry, dct_reduction, is_identity, round_half_up  # noqa: E402
-from imgprep.kernels.phash import pixels_sha256, source_pixels_sha256  # noqa: E402
+from imgprep.kernels.phash import pixels_sha256  # noqa: E402
 from imgprep.kernels.resample import FILTERS, resample, subsample  # noqa: E402
 from imgprep.sections import require_keys
 
@@ -197,9 +197,9 @@ class ResizedImage:
 def resize_image(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> ResizedImage:
     """Resize one encoded image; raise RejectedImage (and nothing else) for bad input.
 
-    ``pixels_digest``: also the digest of the decoded source (``pixels_sha256``), taken
-    from the resize's own JPEG decode (tagged with its DCT scale and channels where that
-    was not a full one); a kept file or one Pillow decodes gets a full decode of its own.
+    ``pixels_digest``: also the digest of the decoded source (``pixels_sha256``) from the
+    resize's own JPEG decode (tagged with its DCT scale and channels where that was not a
+    full one); "" where Pillow decoded or the file was kept (see phash.duplicate_keys).
 
     Output size by mode, for a target of width x height (oriented source W x H):
 
@@ -218,14 +218,7 @@ def resize_image(data: bytes, params: ResizeParams, pixels_digest: bool = False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = _resize(data, params, pixels_digest)
-            if pixels_digest and not image.pixels_sha256:
-                try:  # never a reason to reject an image resize could store
-                    digest = source_pixels_sha256(data)
-                except Exception:
-                    digest = ""
-                image = replace(image, pixels_sha256=digest)
-            return image
+            return _resize(data, params, pixels_digest)
     except RejectedImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -304,15 +297,11 @@ def _resize(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> R
         channels = 1 if source.mode == "L" or luma_only else 3
         pixels = decode_jpeg(data, channels, reduce, source.width, source.height)
         if pixels_digest and pixels is not None:
-            # the pixels as this decode gives them: a full one is the source's picture; a
-            # DCT-scaled or luma-only one (fast_decode, gray rec601) says so in the digest,
-            # and is what every copy of the same picture decodes to under this resize
-            # (a second, full decode would cost ~40 % of the resize)
-            partial = reduce != 1 or channels != len(source.mode)
-            digest = pixels_sha256(
-                orient(pixels, source.orientation),
-                decoded_as=f"1/{reduce} {channels}" if partial else "",
-            )
+            # the pixels as decoded (a second, full decode would cost ~40 % of the resize);
+            # a DCT-scaled or luma-only decode says so in the digest
+            full = (reduce, channels) == (1, len(source.mode))
+            partial = "" if full else f"1/{reduce} {channels}"
+            digest = pixels_sha256(orient(pixels, source.orientation), partial)
     if pixels is None:
         if image is None:
             image = open_image(data)

@@ -8,13 +8,12 @@ byte-identical files (what lets Snakemake and a verifier trust a rerun).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import multiprocessing
 
 from imgprep.atomic import atomic_write
 from imgprep.files.tables import META_COLUMNS, REJECT_COLUMNS, TEXT, clean, member_name
 from imgprep.files.tars import add_member, open_tar_writer
-from imgprep.kernels.phash import phash, phash_hex
+from imgprep.kernels.phash import duplicate_keys
 from imgprep.kernels.resize import RejectedImage, ResizedImage, ResizeParams, resize_image
 from imgprep.progress import Progress
 from imgprep.s3 import is_s3_url, read_object
@@ -131,13 +130,8 @@ def _process(item: tuple) -> tuple[int, tuple[ResizedImage, str, str] | None, st
         image = resize_image(data, _WORKER_PARAMS, pixels_digest=True)
     except RejectedImage as error:
         return position, None, error.reason
-    # the duplicate audit's keys ride along with the image (meta.tsv's last columns); an
-    # image is never rejected for its hash (empty: the audit leaves it out of near pairs)
-    try:
-        perceptual = phash_hex(phash(image.data))
-    except ValueError:
-        perceptual = ""
-    return position, (image, hashlib.sha256(data).hexdigest(), perceptual), None
+    # the duplicate audit's keys ride along with the image (meta.tsv's last columns)
+    return position, (image, *duplicate_keys(data, image)), None
 
 
 def _results(items: list[tuple], params: ResizeParams, threads: int, limits: ReadLimits):
