@@ -112,7 +112,7 @@ def read_source_bytes(
     return read_file(path, limits.max_bytes, limits.follow_symlinks)
 
 
-def _process(item: tuple) -> tuple[int, tuple[ResizedImage, str, str] | None, str | None]:
+def _process(item: tuple) -> tuple[int, tuple[ResizedImage, str, str, str] | None, str | None]:
     """Read and resize one image; any failure becomes a reason, never an exception."""
     position, path, offset, size, payload = item
     if isinstance(payload, str):
@@ -154,8 +154,9 @@ def _results(items: list[tuple], params: ResizeParams, threads: int, limits: Rea
 # -- output formats ---------------------------------------------------------------------
 
 
-def _meta_row(position: int, made: tuple[ResizedImage, str, str]) -> list[str]:
-    image, source_sha256, phash_text = made
+def _meta_row(position: int, made: tuple[ResizedImage, str, str, str]) -> list[str]:
+    """The image's meta.tsv row; ``made`` = (image, *phash.duplicate_keys)."""
+    image, source_sha256, pixels_sha256, phash_text = made
     return [
         str(position),
         str(image.width),
@@ -173,6 +174,6 @@ def _meta_row(position: int, made: tuple[ResizedImage, str, str]) -> list[str]:
         str(len(image.data)),
         image.icc,
         source_sha256,
-        image.pixels_sha256,
+        pixels_sha256,
         phash_text,
     ]
