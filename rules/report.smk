@@ -5,6 +5,7 @@
 # benchmark files). Category:
 # the dataset ("imgprep" without `datasets:`); subcategory: the split, or "all splits".
 # One label, "figure", unique within a subcategory: the report's table has a row each.
+# Local rules, like summary: small reads of what the build made, no cluster job worth it.
 
 
 # One per dataset, split and schema: report.per_shard records from the start of
@@ -29,6 +30,7 @@ rule report_sheet:
         ),
     log:
         f"{RESULTS}/logs/report/{{ds}}{{split}}/sheet_{{schema}}.log",
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
@@ -76,6 +78,7 @@ rule report_split:
         ),
     log:
         f"{RESULTS}/logs/report/{{ds}}{{split}}/split.log",
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
@@ -127,6 +130,7 @@ rule report_dataset:
         ),
     log:
         f"{RESULTS}/logs/report/{{ds}}dataset.log",
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
@@ -160,6 +164,7 @@ rule report_duplicates:
         ),
     log:
         f"{RESULTS}/logs/report/{{ds}}duplicates.log",
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:

@@ -226,7 +226,8 @@ def test_the_sample_runs_as_slurm_jobs_and_matches_a_local_run(cluster, plugin_p
         "resize_shard": shards,
         "records_shard": shards * len(SCHEMAS),
         "verify_records": len(DATASETS) * len(SCHEMAS),
-    }, "index_table, summary and records_metadata are local rules; every other job goes to SLURM"
+    }, "index_table, summary, records_metadata, duplicates_audit, dataset_card and the report "
+    "rules are local; every other job goes to SLURM"
 
     # threads become --cpus-per-task, and the profile's memory reaches sbatch (records_shard
     # asks for what its format declares: imgprep.formats, memory_mb)
