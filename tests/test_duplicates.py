@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,15 @@ def test_dropped_leaks_are_rejects_not_records(planted_run):
     assert sum(s["rejects"] for s in verified["splits"]["train"]) == 3
     # validation keeps its originals
     assert summary["splits"]["validation"]["schemas"]["imagenet"]["records"] == 13
+
+
+def test_dropping_leaks_from_a_split_the_dataset_lacks_fails_naming_the_key(tmp_path):
+    from imgprep.config import ConfigError
+    from test_datasets import selection_config
+
+    dropping = {"leaks": "drop", "train_splits": ["training"]}
+    key = "datasets.d.duplicates.train_splits"
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}': training is no split")):
+        selection_config(tmp_path / "a", {"d": {"duplicates": dropping}})
+    # kept, the list only names what counts as a leak: nothing to refuse
+    selection_config(tmp_path / "b", {"d": {"duplicates": {**dropping, "leaks": "keep"}}})

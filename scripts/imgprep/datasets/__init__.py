@@ -202,6 +202,7 @@ def dataset_list(config: dict, check=None) -> list[Dataset]:
             for split, spec in config["splits"].items()
         }
         single = {**config, "splits": splits}
+        _check_leak_splits(single, "duplicates.train_splits")
         return [Dataset(SINGLE, "", single, source_shards)]
     found = []
     for name, own in config["datasets"].items():
@@ -229,5 +230,20 @@ def dataset_list(config: dict, check=None) -> list[Dataset]:
                     f"config key 'datasets.{name}.{need.key}': preset {preset} needs "
                     f"{need.what} ({need.why}), not {value!r}"
                 )
+        _check_leak_splits(effective, f"datasets.{name}.duplicates.train_splits")
         found.append(Dataset(name, f"{name}/", effective, source_shards, classes))
     return found
+
+
+def _check_leak_splits(effective: dict, key: str) -> None:
+    """duplicates.leaks: drop leaves images out of the records of train_splits: a name
+    that is no split of the dataset would silently drop nothing."""
+    found = effective.get("duplicates", {})
+    if found.get("leaks") != "drop":
+        return
+    unknown = [split for split in found["train_splits"] if split not in effective["splits"]]
+    if unknown:
+        raise ConfigError(
+            f"config key '{key}': {', '.join(unknown)} is no split of this dataset "
+            f"({', '.join(effective['splits'])}); leaks: drop would drop nothing there"
+        )
