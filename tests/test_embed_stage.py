@@ -205,6 +205,9 @@ def test_record_settings_do_not_recompute_embeddings(koalas, tmp_path):
         "verify_records": 2,
         "summary": 1,
         "dataset_card": 1,
+        "report_sheet": 6,  # 2 schemas x 3 splits: the sheets show the records
+        "report_split": 3,
+        "report_dataset": 1,
         "all": 1,
     }
     write_config(

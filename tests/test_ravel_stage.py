@@ -86,6 +86,9 @@ def test_a_ravel_parameter_reruns_ravel_and_tangler_records_only(tangled, tmp_pa
         "records_metadata": 2,
         "summary": 1,
         "dataset_card": 1,
+        "report_sheet": 2,  # tangler's sheets; imagenet's records are unchanged
+        "report_split": 2,
+        "report_dataset": 1,
         "all": 1,
     }
 

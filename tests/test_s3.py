@@ -431,6 +431,10 @@ def test_reuploading_one_source_image_reruns_only_its_shard(bucket, s3_run):
         "summary": 1,
         "dataset_card": 1,
         "duplicates_audit": 1,  # its meta tables changed
+        "report_sheet": 2,
+        "report_split": 2,
+        "report_dataset": 1,
+        "report_duplicates": 1,
         "all": 1,
     }
     lists = listing(bucket, "run/results/index/train/")
