@@ -12,7 +12,7 @@ from imgprep.formats.base import Sample
 from imgprep.formats.described import DescribedImageFormat
 from imgprep.formats.imagenet import SPLIT_INDEX_OF_TOTAL, split_index_of_total
 from imgprep.formats.jpeg import jpeg_header
-from imgprep.formats.tfrecords import tfds_tensor
+from imgprep.formats.tfrecords import snippet_dataset_args, tfds_tensor
 
 __all__ = ["FORMAT"]
 
@@ -82,10 +82,7 @@ class DlbsFormat(DescribedImageFormat):
 
         size = config["resize"]["size"]
         side = min(224, size if isinstance(size, int) else min(size))
-        compression = config["records"]["compression"]
-        opened = (
-            "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
-        )
+        opened = snippet_dataset_args(config)
         return f"""import glob
 import os
 

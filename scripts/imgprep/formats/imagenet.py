@@ -11,7 +11,7 @@ from imgprep.files.tfrecord import Feature, float_feature, int64_feature
 from imgprep.formats.base import Sample
 from imgprep.formats.described import DescribedImageFormat
 from imgprep.formats.jpeg import jpeg_header
-from imgprep.formats.tfrecords import tfds_image, tfds_tensor
+from imgprep.formats.tfrecords import snippet_dataset_args, tfds_image, tfds_tensor
 
 __all__ = ["FORMAT"]
 
@@ -119,10 +119,7 @@ class ImagenetFormat(DescribedImageFormat):
             if base
             else 'features["image/class/label"]  # labels.base 0: already 0..N-1'
         )
-        compression = config["records"]["compression"]
-        opened = (
-            "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
-        )
+        opened = snippet_dataset_args(config)
         return f"""import os
 
 import tensorflow as tf

@@ -20,7 +20,7 @@ from imgprep.errors import ConfigError
 from imgprep.files.tfrecord import Feature, bytes_feature, float_feature
 from imgprep.formats.base import Sample, count_names, same_everywhere
 from imgprep.formats.jpeg import jpeg_header
-from imgprep.formats.tfrecords import TFRecordFormat, tfds_tensor, tfds_text
+from imgprep.formats.tfrecords import TFRecordFormat, snippet_dataset_args, tfds_tensor, tfds_text
 
 __all__ = ["EMBEDDING", "FORMAT", "LAB_SIZE", "slim_logits"]
 
@@ -276,10 +276,7 @@ class KoalarizationFormat(TFRecordFormat):
 
         globs = {split: self.shard_name(split, 0, 1).replace("_0.", "_*.") for split in splits}
         side = config["embed"]["lab_size"]
-        compression = config["records"]["compression"]
-        opened = (
-            "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
-        )
+        opened = snippet_dataset_args(config)
         return f"""import glob
 import os
 

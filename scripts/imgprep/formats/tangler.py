@@ -15,7 +15,14 @@ from imgprep.formats.base import (
     same_everywhere,
 )
 from imgprep.formats.jpeg import jpeg_header
-from imgprep.formats.tfrecords import TFRecordFormat, tfds_image, tfds_int64, tfds_tensor, tfds_text
+from imgprep.formats.tfrecords import (
+    TFRecordFormat,
+    snippet_dataset_args,
+    tfds_image,
+    tfds_int64,
+    tfds_tensor,
+    tfds_text,
+)
 
 __all__ = ["FORMAT", "TANGLER_VERSION"]
 
@@ -196,10 +203,7 @@ class TanglerFormat(TFRecordFormat):
         (what tangler/train.py globs)."""
         import json
 
-        compression = config["records"]["compression"]
-        opened = (
-            "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
-        )
+        opened = snippet_dataset_args(config)
         return f"""import glob
 import os
 

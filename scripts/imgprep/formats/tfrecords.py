@@ -288,6 +288,13 @@ def tfds_text() -> dict:
     return {"pythonClassName": _FEATURES + "text_feature.Text", "text": {}}
 
 
+def snippet_dataset_args(config: dict) -> str:
+    """What a loading snippet passes tf.data.TFRecordDataset: the files, and the records'
+    compression where they have one (none of the consumers' readers passes it)."""
+    compression = config["records"]["compression"]
+    return "files" if compression == "none" else f'files, compression_type="{compression.upper()}"'
+
+
 def tfds_tensor(dtype: str, shape: Sequence[int | None] = (), scalar: bool = False) -> dict:
     dimensions = {"dimensions": [str(-1 if d is None else d) for d in shape]} if shape else {}
     cls = "scalar.Scalar" if scalar else "tensor_feature.Tensor"
