@@ -39,7 +39,15 @@ SPLITS = ("train", "validation")
 IMAGENET_REPORT = {"shards": 3, "per_shard": 2}
 IMAGENET_TRAIN_SAMPLE = ["00000", "00002", "00003"]
 SPLIT_FIGURES = ("classes", "source_size", "source_aspect", "shards")
-DATASET_FILES = ("rejects.png", "rejects.tsv", "ignored.tsv", "throughput.png", "throughput.tsv")
+DATASET_FILES = (
+    "rejects.png",
+    "rejects.tsv",
+    "ignored.tsv",
+    "throughput.png",
+    "throughput.tsv",
+    "duplicates.png",
+    "duplicates.tsv",
+)
 
 
 def snakemake(work: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -101,6 +109,7 @@ def test_every_figure_exists_per_dataset_and_split_and_decodes(built):
             assert (report / file).is_file(), f"{name}: {file}"
         assert_drawn(png(report / "rejects.png"), f"{name} rejects")
         assert_drawn(png(report / "throughput.png"), f"{name} throughput")
+        assert_drawn(png(report / "duplicates.png"), f"{name} duplicates")
 
 
 def first_records(schema: str, path: Path, count: int) -> list[dict]:
@@ -388,7 +397,9 @@ def test_chromium_renders_every_image_of_the_report(built, tmp_path):
         for split in SPLITS
         for figure in (*SPLIT_FIGURES, f"sheet_{name}")
     } | {
-        f"results/{name}/report/{f}" for name in DATASETS for f in ("rejects.png", "throughput.png")
+        f"results/{name}/report/{f}"
+        for name in DATASETS
+        for f in ("rejects.png", "throughput.png", "duplicates.png")
     }
     assert set(seen["images"]) == expected
     assert set(seen["shown"]) == expected
