@@ -217,6 +217,23 @@ def test_meta_tables_from_before_the_audit_are_counted_not_audited(tmp_path):
         write_audit(["train"], [table], [old, new], {**settings, "leaks": "drop"}, *outputs)
 
 
+def test_an_empty_shard_is_audited_as_empty(tmp_path):
+    """A shard with no members (more shards than images) has a meta table with no rows
+    and no rows in the split table: nothing to audit, no error."""
+    table = tmp_path / "index" / "validation.tsv"
+    table.parent.mkdir()
+    table.write_text("path\tshard\tposition\na.jpg\t00001\t0\n")
+    empty = tmp_path / "resized" / "validation" / "00000.meta.tsv"
+    full = tmp_path / "resized" / "validation" / "00001.meta.tsv"
+    empty.parent.mkdir(parents=True)
+    empty.write_text("position\tsource_sha256\tpixels_sha256\tphash\n")
+    full.write_text("position\tsource_sha256\tpixels_sha256\tphash\n0\tab\tcd\t00000000000000ff\n")
+    outputs = [tmp_path / name for name in ("d.tsv", "d.json", "d.leaks.tsv")]
+    settings = {"near_distance": 4, "leaks": "keep", "train_splits": ["train"]}
+    counts = write_audit(["validation"], [table], [empty, full], settings, *outputs)
+    assert (counts["images"], counts["pairs"]["total"]) == (1, 0)
+
+
 # -- a workflow run -------------------------------------------------------------------------
 
 VALIDATION = SAMPLE / "validation" / "n02123045"

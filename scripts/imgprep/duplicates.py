@@ -90,8 +90,8 @@ def read_images(splits: Sequence[str], tables: Sequence, metas: Sequence):
             unhashed.append((str(meta), len(frame)))
             continue
         frame = frame[list(_HASH_COLUMNS)].copy()
+        where = paths.get((split, shard), {})  # an empty shard has no rows in the table
         try:
-            where = paths[(split, shard)]
             frame["path"] = [where[p] for p in frame["position"]]
         except KeyError as error:
             raise ValueError(f"{meta}: position {error} of {split}/{shard} not indexed") from None
