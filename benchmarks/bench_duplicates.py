@@ -109,19 +109,11 @@ def search(distance: int) -> dict:
 
 
 def cpu_race(functions: dict, photos: list[bytes], repeats: int) -> dict[str, float]:
-    """Best images per CPU second of each function (process time: on a machine shared
-    with other work, wall time measures the neighbours), passes alternating as in
-    bench_resize.race, one warm-up pass each."""
-    best = dict.fromkeys(functions, 0.0)
-    order = list(functions.items())
-    for round_ in range(repeats + 1):
-        for name, function in order[round_ % len(order) :] + order[: round_ % len(order)]:
-            start = time.process_time()
-            for data in photos:
-                function(data)
-            if round_:
-                best[name] = max(best[name], len(photos) / (time.process_time() - start))
-    return best
+    """bench_resize.race by process time: on a machine shared with other work, wall time
+    measures the neighbours."""
+    from bench_resize import race
+
+    return race(functions, photos, repeats, clock=time.process_time)
 
 
 def resize_cost(count: int, repeats: int) -> dict:
