@@ -81,7 +81,14 @@ def main() -> int:
     parser.add_argument("--source-size", type=int, default=256, help="JPEG side in the tar")
     parser.add_argument("--repeats", type=int, default=1, help="best of this many timings")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--precision", default="float32", choices=embed.PRECISIONS, help="embed.precision"
+    )
+    parser.add_argument(
+        "--decode-threads", type=int, help="decoding threads (default: threads - 1, as the rule)"
+    )
     args = parser.parse_args()
+    decode_threads = args.decode_threads or max(1, args.threads - 1)
 
     params = embed.EmbedParams.from_config(
         section_config(
@@ -91,6 +98,7 @@ def main() -> int:
                 "weights": None,
                 "input_size": args.input_size,
                 "batch_size": args.batch,
+                "precision": args.precision,
             },
         )
     )
@@ -118,7 +126,7 @@ def main() -> int:
             bare = model.predict(decoded, batch_size=args.batch, verbose=0)
             bare_times.append(time.perf_counter() - start)
             start = time.perf_counter()
-            embed.embed_shard(tar, out, params, threads=args.threads)
+            embed.embed_shard(tar, out, params, threads=args.threads, decode_threads=decode_threads)
             shard_times.append(time.perf_counter() - start)
         got = np.load(out)
     assert got.shape == (args.images, dim), got.shape
@@ -127,7 +135,11 @@ def main() -> int:
     bare_rate = args.images / min(bare_times)
     shard_rate = args.images / min(shard_times)
     ratio = shard_rate / bare_rate
-    print(f"{args.model} {args.input_size}px batch {args.batch}, {args.images} images, D={dim}")
+    devices = [device.name for device in embed._tf().config.list_logical_devices("GPU")]
+    print(
+        f"{args.model} {args.input_size}px batch {args.batch}, {args.images} images, D={dim}, "
+        f"{args.precision}, {decode_threads} decode threads, GPU: {', '.join(devices) or 'none'}"
+    )
     print(f"first call (build + first batch): {first_call:8.2f} s")
     print(f"bare model.predict:               {bare_rate:8.2f} img/s")
     print(f"embed_shard (decode+run+write):   {shard_rate:8.2f} img/s")
@@ -139,6 +151,9 @@ def main() -> int:
         "images": args.images,
         "dim": dim,
         "threads": args.threads,
+        "precision": args.precision,
+        "decode_threads": decode_threads,
+        "gpus": devices,
         "repeats": args.repeats,
         "first_call_s": first_call,
         "bare_seconds": bare_times,

@@ -228,3 +228,48 @@ def test_embed_shard_empty_tar(tmp_path):
     got = np.load(out)
     assert got.shape == (0, 576)
     assert got.dtype == np.float32
+
+
+def test_decode_threads_change_nothing(tmp_path, tiny_keras):
+    """Decoding side by side keeps every image in its slot: the same bytes as one thread."""
+    jpegs = _jpegs(11)
+    tar = _tar(tmp_path / "shard.tar", jpegs)
+    params = embed_params(weights=str(tiny_keras), output="feat", input_size=32, batch_size=3)
+    outs = []
+    for decode_threads in (1, 3):
+        out = tmp_path / f"{decode_threads}.npy"
+        assert embed_shard(tar, out, params, decode_threads=decode_threads) == 11
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    want = np.asarray(load_model(params)(koalarization_batch(jpegs, 32), training=False))
+    np.testing.assert_allclose(np.load(tmp_path / "3.npy"), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_runs_close_to_float32(tmp_path, precision):
+    jpegs = _jpegs(4, size=(32, 32))
+    tar = _tar(tmp_path / "shard.tar", jpegs)
+    embeddings = {}
+    for name in ("float32", precision):
+        params = embed_params(**SMALL, output="pooled", precision=name)
+        out = tmp_path / f"{name}.npy"
+        embed_shard(tar, out, params)
+        embeddings[name] = np.load(out)
+        layer = load_model(params).layers[2]
+        assert layer.dtype_policy.name == name  # the policy reached the network's layers
+        assert layer.variable_dtype == "float32"  # mixed: float32 variables
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # restored
+    want, got = embeddings["float32"], embeddings[precision]
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert not np.array_equal(got, want)  # really computed in 16 bits
+    if precision == "mixed_bfloat16":
+        # float32's range: close. (A random MobileNetV3's activations, ~1e-10, are below
+        # float16's range and come out 0; trained weights keep them near 1.)
+        assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+
+
+def test_mixed_precision_refuses_a_whole_model_file(tiny_keras):
+    with pytest.raises(ValueError, match="precision mixed_float16 needs a model built here"):
+        embed_params(weights=str(tiny_keras), output="feat", precision="mixed_float16")
+    with pytest.raises(ValueError, match="config key 'embed.precision'"):
+        embed_params(**SMALL, precision="float64")

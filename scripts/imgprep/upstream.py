@@ -15,12 +15,25 @@ import json
 from imgprep.formats import get_format
 
 # what the embeddings depend on (lab_size and in_records do not change them)
-EMBED_KEYS = ("model", "weights", "output", "input_size", "batch_size", "seed")
+EMBED_KEYS = ("model", "weights", "output", "input_size", "batch_size", "seed", "precision")
+DEFAULT_PRECISION = "float32"
 STAGES = ("resize", "ravel", "embed", "records")
 
 
 def embed_settings(config: dict) -> dict:
-    return {key: config["embed"][key] for key in EMBED_KEYS}
+    """The embed settings, the default precision left out: builds from before the key
+    existed keep their digests (no re-run for a setting that changes nothing)."""
+    embed = config["embed"]
+    return {
+        key: embed[key]
+        for key in EMBED_KEYS
+        if not (key == "precision" and embed[key] == DEFAULT_PRECISION)
+    }
+
+
+def embed_config(settings: dict) -> dict:
+    """The embed section back from ``embed_settings`` (the default precision put back)."""
+    return {"precision": DEFAULT_PRECISION, **settings}
 
 
 def upstream_settings(config: dict, stage: str, schema: str | None = None) -> dict:

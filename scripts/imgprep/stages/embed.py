@@ -11,6 +11,7 @@ the rest of imgprep, stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import io
@@ -40,6 +41,7 @@ __all__ = [
 
 # the embed: keys that records read (Lab target size, whether records store the embedding)
 _RECORDS_KEYS = ("lab_size", "in_records")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 _COMMON = ("InceptionResNetV2", "InceptionV3", "ResNet50", "MobileNetV2", "EfficientNetB0")
 
 
@@ -68,6 +70,7 @@ class EmbedParams:
     input_size: int
     batch_size: int
     seed: int
+    precision: str
 
     @classmethod
     def from_config(cls, cfg: dict) -> EmbedParams:
@@ -112,6 +115,16 @@ class EmbedParams:
             raise ValueError(f"embed: input_size must be at least 32, got {self.input_size}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"embed: seed must be a non-negative integer, got {self.seed!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"embed: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.precision != "float32" and self.weights and self.weights.endswith(".keras"):
+            raise ValueError(
+                f"embed: precision {self.precision} needs a model built here; a whole .keras "
+                f"file ({self.weights}) keeps the dtypes it was saved with (use float32, or "
+                "save weights only as .weights.h5 with embed model set)"
+            )
 
 
 # -- TensorFlow, lazily -----------------------------------------------------------------
@@ -128,6 +141,10 @@ def _tf():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow
 
+        if tensorflow.config.list_physical_devices("GPU"):
+            # cuDNN autotuning picks convolution algorithms by timing: without this the same
+            # GPU may sum a layer in another order from one run to the next
+            tensorflow.config.experimental.enable_op_determinism()
         _TF = tensorflow
     return _TF
 
@@ -169,8 +186,22 @@ def load_model(params: EmbedParams):
     model = _MODELS.get(params)
     if model is None:
         params.validate()
-        model = _MODELS[params] = _select_output(_build(params), params)
+        with _dtype_policy(params.precision):
+            model = _MODELS[params] = _select_output(_build(params), params)
     return model
+
+
+@contextlib.contextmanager
+def _dtype_policy(precision: str):
+    """Keras' global dtype policy while a model is built (layers take it at construction),
+    restored afterwards so that nothing else built in this process inherits it."""
+    policy = _keras().mixed_precision
+    before = policy.dtype_policy().name
+    policy.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        policy.set_dtype_policy(before)
 
 
 def _build(params: EmbedParams):
@@ -320,29 +351,59 @@ def _read_jpegs(tar_path) -> list[bytes]:
     return [jpeg for _, jpeg in items]
 
 
-def embed_shard(tar_path, out_path, params: EmbedParams, threads: int = 1) -> int:
+def _decoded_batches(chunks: list[list[bytes]], size: int, threads: int, ahead: int = 2):
+    """Koalarization inputs of each chunk, in order, decoded by ``threads`` threads up to
+    ``ahead`` batches before the network asks: on a GPU the forward pass of a batch takes
+    less than one thread's decode of it, so one thread would leave the GPU idle."""
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: list = []
+        for chunk in chunks:
+            if threads == 1:
+                pending.append(pool.submit(koalarization_batch, chunk, size))
+            else:  # the images of a batch side by side; each lands in its own slot
+                pending.append([pool.submit(_gray_input, jpeg, size) for jpeg in chunk])
+            if len(pending) > ahead:
+                yield _gathered(pending.pop(0), size)
+        while pending:
+            yield _gathered(pending.pop(0), size)
+
+
+def _gathered(pending, size: int) -> np.ndarray:
+    if not isinstance(pending, list):
+        return pending.result()
+    batch = np.empty((len(pending), size, size, 3), dtype=np.float32)
+    for index, future in enumerate(pending):
+        gray = future.result().astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        batch[index] = gray[:, :, None]
+    return batch
+
+
+def embed_shard(
+    tar_path, out_path, params: EmbedParams, threads: int = 1, decode_threads: int = 1
+) -> int:
     """Embed every JPEG of ``tar_path`` in position order; write float32 ``[n, D]`` .npy.
 
-    Returns n. The next batch is decoded in a helper thread while the model runs on the
-    current one. ``threads`` sets TensorFlow's op thread pools (only before the runtime
-    starts; later calls keep the pools it has).
+    Returns n. The next batches are decoded by ``decode_threads`` helper threads while the
+    model runs on the current one. ``threads`` sets TensorFlow's op thread pools (only
+    before the runtime starts; later calls keep the pools it has).
     """
     _set_threads(threads)
     model = load_model(params)
     dim = _dim(model)
+    gpus = [device.name for device in _tf().config.list_logical_devices("GPU")]
+    print(f"embed: {params.model} {params.precision} on {', '.join(gpus) or 'the CPU'}")
     jpegs = _read_jpegs(tar_path)
     step = params.batch_size
     chunks = [jpegs[start : start + step] for start in range(0, len(jpegs), step)]
     parts = []
     progress = Progress("embed", len(jpegs))
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(koalarization_batch, chunks[0], params.input_size) if chunks else None
-        for index in range(len(chunks)):
-            batch = pending.result()
-            if index + 1 < len(chunks):
-                pending = pool.submit(koalarization_batch, chunks[index + 1], params.input_size)
-            parts.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
-            progress.advance(len(chunks[index]))
+    for chunk, batch in zip(
+        chunks, _decoded_batches(chunks, params.input_size, decode_threads), strict=True
+    ):
+        parts.append(np.asarray(model.predict_on_batch(batch), dtype=np.float32))
+        progress.advance(len(chunk))
     progress.finish()
     embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
     embeddings = np.ascontiguousarray(embeddings.reshape(len(jpegs), dim), dtype=np.float32)
