@@ -82,7 +82,7 @@ def chord_table(pins: int, res: int) -> tuple[np.ndarray, np.ndarray]:
     return table, length
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(block: int):
     """The greedy kernel for blocks of ``block`` threads (a power of two >= pins).
     (``cuda`` is a module global: the simulator swaps it there for its own.)"""
@@ -113,9 +113,7 @@ def _kernel(block: int):
             while half > 0:  # the best (score, lowest pin) ends in slot 0
                 if d < half:
                     other = scores[d + half]
-                    if other > scores[d] or (
-                        other == scores[d] and choices[d + half] < choices[d]
-                    ):
+                    if other > scores[d] or (other == scores[d] and choices[d + half] < choices[d]):
                         scores[d] = other
                         choices[d] = choices[d + half]
                 cuda.syncthreads()
