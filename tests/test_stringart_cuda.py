@@ -5,6 +5,7 @@ The simulator runs each CUDA thread as a Python thread: sizes stay small (32 px,
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,9 +13,10 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, base_config, jpeg_bytes
 
 SIMULATED = r"""
+import io
 import json
 import numpy as np
 from imgprep.kernels.stringart import line_tables, ravel, thread_weights
@@ -60,6 +62,25 @@ def tied_steps(image, path):
 
 
 cpu = [ravel(image, pins=pins, lines=lines).tolist() for image in images.values()]
+# the ravel stage on the simulated GPU writes the CPU path's bytes
+import sys
+import tarfile
+from pathlib import Path
+from imgprep.files.tables import member_name
+from imgprep.stages.ravel import RavelParams, ravel_shard
+
+work = Path(sys.argv[1])
+with tarfile.open(work / "shard.tar", "w") as tar:
+    for position, data in enumerate(JPEGS):
+        member = tarfile.TarInfo(member_name(position))
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+params = RavelParams(pins=12, lines=10, weight=1e-4, frame=0.622, oversample=1)
+stage = {}
+for device in ("cpu", "gpu"):
+    ravel_shard(work / "shard.tar", work / f"{device}.npy", params, device=device)
+    stage[device] = (work / f"{device}.npy").read_bytes().hex()
+
 try:
     ravel_batch([np.zeros((8, 8), np.uint8), np.zeros((9, 9), np.uint8)], pins=8, lines=2)
     refused = ""
@@ -73,19 +94,27 @@ print(json.dumps({
     "tied_steps": {n: tied_steps(i, p) for (n, i), p in zip(images.items(), cpu)},
     "gpu_available": gpu_available(),
     "two_sizes": refused,
+    "stage": stage,
 }))
 """
 
 
 @pytest.fixture(scope="module")
-def simulated():
+def simulated(tmp_path_factory):
     env = {
         **os.environ,
         "NUMBA_ENABLE_CUDASIM": "1",
         "PYTHONPATH": os.pathsep.join([str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")]),
     }
+    jpegs = [jpeg_bytes(24, 24, seed=seed, mode="L") for seed in (1, 2, 3)]
+    code = SIMULATED.replace("JPEGS", repr(jpegs))
+    work = tmp_path_factory.mktemp("stringart_cuda")
     proc = subprocess.run(
-        [sys.executable, "-c", SIMULATED], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, str(work)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
@@ -128,3 +157,31 @@ def test_the_chord_table_holds_each_chord_in_sample_order():
         for d in range(12):
             n = length[c, d]
             assert np.array_equal(table[c, :n, d], index[start[c, d] : start[c, d] + n])
+
+
+def test_the_ravel_stage_on_the_simulated_gpu_writes_the_cpu_bytes(simulated):
+    cpu, gpu = (bytes.fromhex(simulated["stage"][device]) for device in ("cpu", "gpu"))
+    assert gpu == cpu
+    targets = np.load(io.BytesIO(cpu))
+    assert targets.shape == (3, 11) and targets.dtype == np.int16
+
+
+def test_device_gpu_without_one_fails_naming_the_key(monkeypatch):
+    from imgprep.kernels import stringart_cuda
+    from imgprep.stages.ravel import on_gpu
+
+    monkeypatch.setattr(stringart_cuda, "gpu_available", lambda: False)
+    with pytest.raises(RuntimeError, match="'device.ravel' is gpu, but numba finds no CUDA GPU"):
+        on_gpu("gpu")
+    assert on_gpu("auto") is False and on_gpu("cpu") is False
+    with pytest.raises(ValueError, match="device.ravel"):
+        on_gpu("tpu")
+
+
+def test_a_wrong_device_fails_validation_naming_the_key(tmp_path):
+    from imgprep.config import ConfigError, validate_config
+
+    config = base_config(tmp_path, tmp_path / "results", device={"ravel": "tpu"})
+    with pytest.raises(ConfigError, match="config key 'device.ravel'"):
+        validate_config(config)
+    assert validate_config(base_config(tmp_path, tmp_path / "r"))["device"] == {"ravel": "auto"}
