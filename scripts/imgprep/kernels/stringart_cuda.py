@@ -48,9 +48,9 @@ from imgprep.kernels.stringart import (
 
 __all__ = ["MAX_IMAGES", "chord_table", "gpu_available", "ravel_batch", "ravel_batches"]
 
-# images per launch: 256 px residuals are 0.5 MB each, so 1 GB of device memory (and
-# about 8 resident blocks per SM on the largest GPUs)
-MAX_IMAGES = 2048
+# images per launch: 256 px residuals are 0.5 MB each, so 0.5 GB of host and device
+# memory; about as many blocks as the largest GPUs hold at once (132 SMs x 8 here)
+MAX_IMAGES = 1024
 MAX_BLOCK = 1024  # threads per block: CUDA's limit, so at most 1024 pins
 
 
@@ -122,7 +122,7 @@ def _kernel(block: int):
             first = start[cur, pick]
             t = d
             while t < length[cur, pick]:
-                cuda.atomic.add(pixels, index[first + t], -vw)
+                cuda.atomic.add(pixels, int(index[first + t]), -vw)
                 t += block
             cuda.syncthreads()  # updates seen, and slot 0 read, before the next step
             prev = cur
@@ -155,8 +155,7 @@ def ravel_batches(
     if not images:
         return
     res = int(np.asarray(images[0]).shape[0])
-    residuals = [_residual(image) for image in images]
-    if any(r.size != res * res for r in residuals):
+    if any(np.asarray(image).shape != (res, res) for image in images):
         raise ValueError("the images of one batch must have one size")
     table, length = chord_table(pins, res)
     index, start, _ = line_tables(pins, res)
@@ -166,8 +165,9 @@ def ravel_batches(
     kernel = _kernel(block)
     device = [cuda.to_device(np.ascontiguousarray(a)) for a in (table, length, start, index)]
     device.append(cuda.to_device(penalty))
-    for first in range(0, len(residuals), max_images):
-        chunk = np.stack(residuals[first : first + max_images])
+    for first in range(0, len(images), max_images):
+        # residuals of one launch at a time: 0.5 MB per 256 px image, host and device
+        chunk = np.stack([_residual(image) for image in images[first : first + max_images]])
         residual = cuda.to_device(chunk)
         paths = cuda.device_array((len(chunk), lines + 1), np.int64)
         kernel[len(chunk), block](*device, vw, lines, residual, paths)
