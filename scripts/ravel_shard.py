@@ -9,5 +9,7 @@ with rule_log(snakemake):
         snakemake.output[0],
         RavelParams.from_config(snakemake.params.ravel),
         snakemake.threads,
+        # a config value, not a param: where it runs changes no byte, so re-runs no job
+        device=snakemake.config["device"]["ravel"],
     )
     print(f"{count} pin paths")

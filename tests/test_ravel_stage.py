@@ -93,6 +93,22 @@ def test_a_ravel_parameter_reruns_ravel_and_tangler_records_only(tangled, tmp_pa
     }
 
 
+def test_where_ravel_runs_reruns_no_ravel_or_records_job(tangled, tmp_path):
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(tangled, work, symlinks=True)
+    write_config(
+        work,
+        resize={**RESIZE, "gray_matrix": "rec709"},
+        records={"schemas": ["tangler", "imagenet"]},
+        ravel=RAVEL,
+        device={"ravel": "cpu"},  # a config value, not a param: the same bytes
+    )
+    # only the dataset card, which quotes the whole configuration
+    assert outstanding(work) == {"dataset_card": 1, "all": 1}
+
+
 def test_tangler_needs_square_gray_full_size_images(tmp_path):
     (tmp_path / "src" / "train").mkdir(parents=True)
     config = base_config(tmp_path / "src", tmp_path / "r", records={"schemas": ["tangler"]})
