@@ -71,10 +71,14 @@ def load(path: Path, key: tuple) -> dict:
 
 
 def save(path: Path, key: tuple, folders: dict) -> None:
+    """Write the cache; one that cannot be written is left out (the next scan is cold)."""
     payload = pickle.dumps((key, folders), protocol=pickle.HIGHEST_PROTOCOL)
-    with atomic_write(path, "wb") as handle:
-        handle.write(FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n")
-        handle.write(payload)
+    try:
+        with atomic_write(path, "wb") as handle:
+            handle.write(FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+            handle.write(payload)
+    except OSError:
+        pass
 
 
 def trusted(signatures: dict[str, Signature], scan_started_ns: int) -> bool:
