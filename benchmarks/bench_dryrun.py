@@ -8,8 +8,8 @@ touched <= 4 s, <= 20,000 stat calls. Runs, side by side:
              `source: {rescan: true}` sees it (its shard's resize job)
   touched    one image added (its folder's mtime changes): only its shard's jobs
 and compares each with `snakemake --version` (interpreter + Snakemake start-up) as a floor.
-The stat-family syscalls of warm and touched are counted with `strace -f` (needs strace),
-split into those on the source tree (imgprep's scan) and the rest (Snakemake, imports).
+The stat-family syscalls (strace's class %%stat) of warm and touched are counted with
+`strace -f`, split into those on the source tree (imgprep's scan) and the rest.
 
 --datasets (issue 13): the warm dry-run of a config of 4 datasets (`datasets:` tpu,
 downsampled 64, tangler, and a 10 % per-class train subset with a minival holdout carved
@@ -183,11 +183,11 @@ def limits(report: dict, names, failures: list[str]) -> None:
 
 
 def stat_calls(cmd, cwd, root: Path) -> dict:
-    """Stat-family syscalls of a run (strace -f, the %stat class: stat, lstat, newfstatat,
+    """Stat-family syscalls of a run (strace -f, the %%stat class: stat, lstat, newfstatat,
     statx, fstat...): those on paths under the source ``root`` (imgprep's scan) and the
     rest (Snakemake's inputs and outputs, Python's imports)."""
     log = Path(f"/tmp/bench-dryrun-strace.{os.getpid()}")
-    strace = ["strace", "-f", "-qq", "-e", "trace=%stat", "-o", str(log)]
+    strace = ["strace", "-f", "-qq", "-e", "trace=%%stat", "-o", str(log)]
     try:
         subprocess.run(strace + cmd, cwd=cwd, check=True, capture_output=True)
         scan = other = 0
