@@ -143,14 +143,20 @@ def index_tree(
     key = (os.path.abspath(root), tuple(sorted(image_extensions)), seed, plan)
     cache_file = dircache.cache_path(cache, key) if cache is not None else None
     cached = {} if cache_file is None or rescan else dircache.load(cache_file, key)
+    reused = [
+        task
+        for task in tasks
+        if task[1] in cached
+        and dircache.unchanged(cached[task[1]][0], task[0], folder_signatures[task[1]])
+    ]
+    reused_names = {task[1] for task in reused}
+    todo = [task for task in tasks if task[1] not in reused_names]
+    rewrite = cache_file is not None and (todo or set(cached) != set(folder_signatures))
     results: dict[str, tuple] = {}
-    for task in tasks:
-        entry = cached.get(task[1])
-        if entry is not None:
-            signatures, columns, skipped = entry
-            if dircache.unchanged(signatures, task[0], folder_signatures[task[1]]):
-                results[task[1]] = (dircache.from_columns(columns, splits), skipped)
-    todo = [task for task in tasks if task[1] not in results]
+    for task in reused:
+        # a cache that is not rewritten is let go folder by folder (peak memory)
+        _, columns, skipped = cached[task[1]] if rewrite else cached.pop(task[1])
+        results[task[1]] = (dircache.from_columns(columns, splits), skipped)
     fresh = {}
     workers = min(os.cpu_count() or 1, len(todo) // PARALLEL_FOLDERS)
     if workers > 1:
@@ -161,7 +167,7 @@ def index_tree(
     for task, (found, skipped, signatures) in zip(todo, done, strict=True):
         results[task[1]] = (found, skipped)
         fresh[task[1]] = {"": folder_signatures[task[1]], **signatures}
-    if cache_file is not None and (fresh or set(cached) != set(folder_signatures)):
+    if rewrite:
         store = {name: cached[name] for name in results if name not in fresh}
         for name, signatures in fresh.items():
             if dircache.trusted(signatures, started_ns):  # else: listed again next time
