@@ -1,10 +1,15 @@
 """`snakemake -n` over an ImageNet-sized source (1.33M synthetic files, no pixels).
 
-Targets (issue 2): < 15 s and < 1 GB RAM, never above 60 s / 2 GB. Runs, side by side:
-  cold     first dry-run: scans the tree and writes 1024 + 128 shard lists
-  warm     dry-run after a finished build (`--touch`): nothing to do
-  touched  one image touched: only its shard's jobs are outstanding
+Targets (issue 2): < 15 s and < 1 GB RAM, never above 60 s / 2 GB; issue 15: warm and
+touched <= 4 s, <= 20,000 stat calls. Runs, side by side:
+  cold       first dry-run: scans the tree and writes 1024 + 128 shard lists
+  warm       dry-run after a finished build (`--touch`): nothing to do
+  rewritten  one image's mtime changed in place: the scan cache misses it (0 jobs),
+             `source: {rescan: true}` sees it (its shard's resize job)
+  touched    one image added (its folder's mtime changes): only its shard's jobs
 and compares each with `snakemake --version` (interpreter + Snakemake start-up) as a floor.
+The stat-family syscalls (strace's class %%stat) of warm and touched are counted with
+`strace -f`, split into those on the source tree (imgprep's scan) and the rest.
 
 --datasets (issue 13): the warm dry-run of a config of 4 datasets (`datasets:` tpu,
 downsampled 64, tangler, and a 10 % per-class train subset with a minival holdout carved
@@ -177,26 +182,82 @@ def limits(report: dict, names, failures: list[str]) -> None:
             print(f"warning: {name} misses the 15 s / 1 GB target")
 
 
+def stat_calls(cmd, cwd, root: Path) -> dict:
+    """Stat-family syscalls of a run (strace -f, the %%stat class: stat, lstat, newfstatat,
+    statx, fstat...): those on paths under the source ``root`` (imgprep's scan) and the
+    rest (Snakemake's inputs and outputs, Python's imports)."""
+    log = Path(f"/tmp/bench-dryrun-strace.{os.getpid()}")
+    strace = ["strace", "-f", "-qq", "-e", "trace=%%stat", "-o", str(log)]
+    try:
+        subprocess.run(strace + cmd, cwd=cwd, check=True, capture_output=True)
+        scan = other = 0
+        with open(log, errors="replace") as handle:
+            for line in handle:
+                if "resumed>" in line:
+                    continue
+                path = re.search(r'"([^"]*)"', line)
+                if path and path.group(1).startswith(str(root)):
+                    scan += 1
+                else:
+                    other += 1
+    finally:
+        log.unlink(missing_ok=True)
+    return {"scan": scan, "other": other, "total": scan + other}
+
+
+def image_path(root: Path, split: str, c: int, i: int) -> Path:
+    name = f"n{c:08d}"
+    return root / split / name / f"{name}_{i}.JPEG"
+
+
 def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[str]]:
-    """cold, warm, touched of one imagenet-schema dataset (today's layout)."""
+    """cold, warm, rewritten in place (missed; seen with source.rescan), touched (an image
+    added) of one imagenet-schema dataset, with the stat calls of warm and touched."""
     config = {**source_config(root), "records": {"schemas": ["imagenet"]}}
     base, cold, _ = finished_build(work, config)
+    rescan_file = work / "rescan.yaml"
+    rescan_file.write_text(json.dumps({"source": {"rescan": True}}))
+    rescan = base[:-1] + [base[-1], str(rescan_file)]  # --configfile config.yaml rescan.yaml
     runs = {"floor (snakemake --version)": floor_run, "cold": cold}
     runs["warm"] = timed(base + ["-n"], REPO)
+    stats = {"warm": stat_calls(base + ["-n"], REPO, root)}
     split, c, i = TOUCHED
-    name = f"n{c:08d}"
-    os.utime(root / split / name / f"{name}_{i}.JPEG")
-    runs["touched"] = timed(base + ["-n"], REPO)
+    rewritten = image_path(root, split, c + 1, i)
+    os.utime(rewritten)  # in place: its folder's mtime stays
+    runs["rewritten in place"] = timed(base + ["-n"], REPO)
+    runs["rewritten, source.rescan"] = timed(rescan + ["-n"], REPO)
+    timed(base + ["--touch", "--cores", "1", "--quiet"], REPO)  # the build, finished again
+    added = [image_path(root, split, c, 10_000), image_path(root, split, c + 2, 10_000)]
+    try:
+        added[0].touch()
+        runs["touched (image added)"] = timed(base + ["-n"], REPO)
+        added[1].touch()  # another folder: the counted run sees a change too
+        stats["touched (image added)"] = stat_calls(base + ["-n"], REPO, root)
+    finally:
+        for path in added:
+            path.unlink(missing_ok=True)
     report = print_runs(runs, floor_run["seconds"])
-    touched = report["touched"]["jobs"]
+    for name, count in stats.items():
+        report[name]["stat_calls"] = count
+        print(f"{name:30} stat calls: {count['scan']} scan + {count['other']} other")
     failures = []
-    if report["warm"]["jobs"]:
-        failures.append(f"after a finished build, a dry-run still has {report['warm']['jobs']}")
-    if touched.get("resize_shard") != 1:
-        failures.append(
-            f"touching one image made {touched.get('resize_shard')} resize jobs outstanding"
-        )
-    limits(report, ("cold", "warm", "touched"), failures)
+    expected = {
+        "warm": None,
+        "rewritten in place": None,  # the documented miss of the scan cache
+        "rewritten, source.rescan": 1,
+        "touched (image added)": 1,
+    }
+    for name, resize_jobs in expected.items():
+        jobs = report[name]["jobs"]
+        if jobs.get("resize_shard") != resize_jobs:
+            failures.append(f"{name}: {jobs.get('resize_shard')} resize jobs, not {resize_jobs}")
+    for name, count in stats.items():
+        if count["total"] > 20_000:
+            failures.append(f"{name}: {count['total']} stat calls (target 20,000)")
+    for name in ("warm", "touched (image added)"):
+        if report[name]["seconds"] > 4 or report[name]["max_rss_mb"] > 1024:
+            print(f"warning: {name} misses the 4 s / 1 GB target")
+    limits(report, ("cold", "warm", "touched (image added)"), failures)
     return report, failures
 
 

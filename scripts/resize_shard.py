@@ -22,7 +22,15 @@ with rule_log(snakemake):
             ),
         )
     resized, rejected = resize_shard(
-        list(zip(members["path"], members["offset"], members["size"], strict=True)),
+        list(
+            zip(
+                members["path"],
+                members["offset"],
+                members["size"],
+                members["mtime_ns"],
+                strict=True,
+            )
+        ),
         ResizeParams.from_config(snakemake.params.resize),
         snakemake.output.tar,
         snakemake.output.meta,

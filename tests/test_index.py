@@ -125,8 +125,8 @@ def test_a_changed_image_rewrites_only_its_shard(tree, tmp_path):
     assert {f: f.stat().st_mtime_ns for f in files} == before
 
     target = tree / "train" / "n02" / "n02_3.JPEG"
-    os.utime(target, ns=(1, 1))
-    changed = update_index(config).changed
+    os.utime(target, ns=(1, 1))  # in place: seen by a rescan (sources.dircache)
+    changed = update_index({**config, "source": {**config["source"], "rescan": True}}).changed
     assert len(changed) == 1 and changed[0].startswith("train/")
     (tree / "train" / "n03" / "new.JPEG").write_bytes(b"new")
     assert len(update_index(config).changed) == 1

@@ -217,6 +217,10 @@ def test_touching_one_image_reruns_only_its_shard(built, tmp_path):
     assert outstanding(work) == {}
     image = work / "sample" / "train" / "n02123045" / "n02123045_3.JPEG"
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    # touched in place: only a rescan sees it (README "Fast dry-runs: the scan cache")
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["source"]["rescan"] = True
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
     jobs = outstanding(work)
     assert jobs["resize_shard"] == 1
     assert jobs["records_shard"] == 2  # imagenet + dlbs for that shard

@@ -50,6 +50,34 @@ class TruncatedReadError(OSError):
     its end."""
 
 
+class SourceChangedError(Exception):
+    """A source file differs from its index row (size or mtime): the index is stale.
+
+    Not an OSError, so the resize stage fails the job instead of recording a reject: the
+    fix is a rescan, after which the image is resized from its new bytes."""
+
+
+RESCAN_HINT = (
+    "the index is stale (the scan cache does not see a file rewritten in place): "
+    "run again with `source: {rescan: true}` in a second --configfile, or delete "
+    "<results>/index/cache/folders"
+)
+
+
+def check_unchanged(path, opened: os.stat_result, size: int, mtime_ns: int) -> None:
+    """SourceChangedError when the opened file's size or mtime is not the index row's."""
+    if (opened.st_size, opened.st_mtime_ns) != (size, mtime_ns):
+        what = []
+        if opened.st_size != size:
+            what.append(f"size {size} -> {opened.st_size}")
+        if opened.st_mtime_ns != mtime_ns:
+            what.append(f"mtime_ns {mtime_ns} -> {opened.st_mtime_ns}")
+        raise SourceChangedError(
+            f"{shown(os.fspath(path))}: changed since it was indexed ({', '.join(what)}); "
+            + RESCAN_HINT
+        )
+
+
 @dataclass(frozen=True)
 class ReadLimits:
     """How a job reads source files: the byte cap and whether a path's last component may
@@ -147,14 +175,20 @@ def check_size(size: int, max_bytes: int | None) -> None:
         raise _too_large(size, max_bytes)
 
 
-def read_file(path, max_bytes: int | None, follow_symlinks: bool = True) -> bytes:
+def read_file(
+    path, max_bytes: int | None, follow_symlinks: bool = True, indexed: tuple | None = None
+) -> bytes:
     """The whole of a regular file, at most ``max_bytes`` (None: no cap) of it.
 
     The size is checked before anything is read (a sparse 2 GB file costs nothing), and
     the read stops one byte past the cap (a file that grows meanwhile is caught too).
+    ``indexed`` = (size, mtime_ns) of the index row: the opened file must match it
+    (SourceChangedError), checked on the fstat open_regular made anyway.
     """
     fd, opened = open_regular(path, follow_symlinks)
     try:
+        if indexed is not None:
+            check_unchanged(path, opened, *indexed)
         check_size(opened.st_size, max_bytes)
         chunks, got = [], 0
         while max_bytes is None or got <= max_bytes:

@@ -178,11 +178,16 @@ def entries(top: str, prefix: str, ignored: list, names=None) -> Iterator[tuple]
             ignored.append((relpath, not_regular_reason(stat.st_mode)))
 
 
-def walk(top: str, rel: str, image_extensions: frozenset, found: list, ignored: list) -> None:
-    """Collect (relpath, size, mtime_ns) of the image files below one class folder."""
+def walk(
+    top: str, rel: str, image_extensions: frozenset, found: list, ignored: list, folders=None
+) -> None:
+    """Collect (relpath, size, mtime_ns) of the image files below one class folder;
+    ``folders`` (a dict) gets the lstat of each subfolder by its relpath."""
     for relpath, path, stat in entries(top, f"{rel}/", ignored):
         if S_ISDIR(stat.st_mode):
-            walk(path, relpath, image_extensions, found, ignored)
+            if folders is not None:
+                folders[relpath] = stat
+            walk(path, relpath, image_extensions, found, ignored, folders)
         elif not is_image_name(relpath.rpartition("/")[2], image_extensions):
             ignored.append((relpath, NOT_AN_IMAGE_EXTENSION))
         else:

@@ -57,10 +57,10 @@ def check(config: dict) -> None:
 
 def scan(config: dict, cache: Path) -> Found:
     with listing("source.root"):
-        return _scan(config)
+        return _scan(config, cache)
 
 
-def _scan(config: dict) -> Found:
+def _scan(config: dict, cache: Path) -> Found:
     root, splits, seed = Path(config["source"]["root"]), config["splits"], config["seed"]
     image_extensions = extensions(config)
     with_kaggle_boxes = config["source"]["boxes"]
@@ -72,7 +72,10 @@ def _scan(config: dict) -> Found:
             raise ConfigError(f"config key 'source.root': no {folder.relative_to(root)} in {root}")
     if "train" in splits:
         plan = single_plan("train")
-        found, skipped, classes = index_tree(data / "train", image_extensions, seed, plan)
+        rescan = config["source"].get("rescan", False)
+        found, skipped, classes = index_tree(
+            data / "train", image_extensions, seed, plan, cache, rescan
+        )
         solution = root / "LOC_train_solution.csv"
         if with_kaggle_boxes and solution.is_file():
             found = with_boxes(found, read_kaggle_boxes(solution))

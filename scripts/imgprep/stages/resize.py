@@ -83,21 +83,28 @@ def _init_worker(params: ResizeParams, limits: ReadLimits) -> None:
 
 def _item(position: int, source, downloads: dict | None) -> tuple:
     """(position, path, offset, size, downloaded bytes or failure reason or None)."""
-    path, offset, size = (str(source), -1, -1) if isinstance(source, str | bytes) else source
+    if isinstance(source, str | bytes):
+        source = (str(source), -1, -1)
+    path, offset, size, mtime_ns = (*source, 0) if len(source) == 3 else source
     payload = None
     if downloads is not None:
         payload = downloads.get(position, "not downloaded")
-    return position, str(path), int(offset), int(size), payload
+    return position, str(path), int(offset), int(size), payload, int(mtime_ns)
 
 
 def read_source_bytes(
-    path: str, offset: int = -1, size: int = -1, limits: ReadLimits | None = None
+    path: str,
+    offset: int = -1,
+    size: int = -1,
+    limits: ReadLimits | None = None,
+    mtime_ns: int = 0,
 ) -> bytes:
     """An indexed image's bytes: the whole file or S3 object, or a tar member read in place.
 
     Local files only if regular, opened without blocking, at most ``limits.max_bytes``
     (UnsafeSourceError otherwise); an S3 object over the cap by its listed size is refused
-    before it is fetched.
+    before it is fetched. A local file whose index row has its size and mtime must still
+    have them (SourceChangedError: the job fails, asking for a rescan).
     """
     limits = limits or ReadLimits()
     if is_s3_url(path):  # a network failure raises: the job fails, not the image
@@ -109,19 +116,20 @@ def read_source_bytes(
         from imgprep.tarindex import MEMBER_SEPARATOR, read_member
 
         return read_member(path.partition(MEMBER_SEPARATOR)[0], offset, size, limits.max_bytes)
-    return read_file(path, limits.max_bytes, limits.follow_symlinks)
+    indexed = (size, mtime_ns) if size >= 0 and mtime_ns != 0 else None
+    return read_file(path, limits.max_bytes, limits.follow_symlinks, indexed)
 
 
 def _process(item: tuple) -> tuple[int, tuple[ResizedImage, str, str, str] | None, str | None]:
     """Read and resize one image; any failure becomes a reason, never an exception."""
-    position, path, offset, size, payload = item
+    position, path, offset, size, payload, mtime_ns = item
     if isinstance(payload, str):
         return position, None, f"download failed: {payload}"
     if payload is not None:
         data = payload
     else:
         try:
-            data = read_source_bytes(path, offset, size, _WORKER_LIMITS)
+            data = read_source_bytes(path, offset, size, _WORKER_LIMITS, mtime_ns)
         except UnsafeSourceError as error:
             return position, None, str(error)
         except OSError as error:
