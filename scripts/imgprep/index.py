@@ -34,6 +34,7 @@ from imgprep.files.tables import (
     table_bytes,
     table_lines,
 )
+from imgprep.parsecache import ShardList
 from imgprep.sourcefile import shown
 from imgprep.sources.common import extensions as source_extensions
 from imgprep.sources.common import read_lines
@@ -44,7 +45,7 @@ class ScanResult:
     """What the scan found: members per split and shard, ignored files, the label map.
 
     ``shards[split][shard]`` holds the shard's index lines (``IndexRow.line()``) in shard
-    order.
+    order, or the ``ShardList`` a source made (a URL list: its bytes read when needed).
     """
 
     shards: dict[str, list[list[str]]]
@@ -61,7 +62,10 @@ class ScanResult:
     pending: dict[str, str] = field(default_factory=dict)
 
     def paths(self, split: str, shard: int) -> list[str]:
-        return [row_path(line) for line in self.shards[split][shard]]
+        members = self.shards[split][shard]
+        if isinstance(members, ShardList):
+            members = members.data().decode("utf-8", "surrogateescape").splitlines()[1:]
+        return [row_path(line) for line in members]
 
     def counts(self) -> dict[str, int]:
         return {split: sum(len(s) for s in shards) for split, shards in self.shards.items()}
@@ -103,21 +107,24 @@ def plans_own_lists(config: dict) -> bool:
 
 
 def scan(config: dict) -> ScanResult:
-    """Scan the source; sort every placed image into its split's shard, in shard order."""
+    """Scan the source; sort every placed image into its split's shard, in shard order.
+
+    A source type with ``shard_lists(config, cache)`` (a URL list) hands over its lists
+    ready made (``parsecache.ShardList``: a digest, the bytes only when written) unless a
+    dataset plans lists of its own, which places from every row.
+    """
     started = time.perf_counter()
     splits = config["splits"]
-    found = sources.scan(config, cache_dir(config["results"]))
-    shards: dict[str, list[list]] = {
-        name: [[] for _ in range(split["shards"])] for name, split in splits.items()
-    }
     # what datasets place from (imgprep.datasets.selection): kept only when one of them
     # selects or shards otherwise (~200 MB for ImageNet)
     placed: dict[str, list] = {name: [] for name in splits} if plans_own_lists(config) else {}
-    for split, slot, order, row in found.rows:
-        line = row.line()
-        shards[split][slot % splits[split]["shards"]].append((order, line))  # ties: by line
-        if placed:
-            placed[split].append((slot, order, line, row.cls))
+    source_type = sources.source_type(config)
+    if not placed and hasattr(source_type, "shard_lists"):
+        found = source_type.shard_lists(config, cache_dir(config["results"]))
+        shards = found.shards
+    else:
+        found = sources.scan(config, cache_dir(config["results"]))
+        shards = _sorted_shards(found, splits, placed)
     for name, lists in shards.items():
         if not any(lists):
             image_extensions = ", ".join(sorted(source_extensions(config)))
@@ -125,13 +132,26 @@ def scan(config: dict) -> ScanResult:
                 f"config key 'splits.{name}': no images found for split '{name}' "
                 f"(source {found.where}, extensions {image_extensions})"
             )
-        for members in lists:
-            members.sort()
-        shards[name] = [[line for _, line in members] for members in lists]
-
     labels = build_label_map(config, sorted(found.classes))
     ignored = sorted(found.ignored)
     return ScanResult(shards, ignored, labels, placed, seconds=time.perf_counter() - started)
+
+
+def _sorted_shards(found, splits: dict, placed: dict) -> dict[str, list[list[str]]]:
+    """Each shard's index lines in shard order; ``placed`` gets every row's placement."""
+    shards: dict[str, list[list]] = {
+        name: [[] for _ in range(split["shards"])] for name, split in splits.items()
+    }
+    for split, slot, order, row in found.rows:
+        line = row.line()
+        shards[split][slot % splits[split]["shards"]].append((order, line))  # ties: by line
+        if placed:
+            placed[split].append((slot, order, line, row.cls))
+    for name, lists in shards.items():
+        for members in lists:
+            members.sort()
+        shards[name] = [[line for _, line in members] for members in lists]
+    return shards
 
 
 def read_synsets(path) -> dict[str, str]:
@@ -165,10 +185,15 @@ def build_label_map(config: dict, classes: list[str]) -> list[tuple[int, int, st
 
 
 def _index_files(result: ScanResult):
-    """(name under index/, content) of every index file the scan result makes."""
+    """(name under index/, content) of every index file the scan result makes; a list a
+    source made itself stays a ``ShardList`` (its bytes made when written)."""
     for split, lists in result.shards.items():
         for shard, members in enumerate(lists):
-            yield f"{split}/{shard_name(shard)}.tsv", table_lines(INDEX_COLUMNS, members)
+            name = f"{split}/{shard_name(shard)}.tsv"
+            if isinstance(members, ShardList):
+                yield name, members
+            else:
+                yield name, table_lines(INDEX_COLUMNS, members)
     yield labels_path("").name, table_bytes(LABEL_COLUMNS, result.labels)
     ignored = [(shown(path), shown(reason)) for path, reason in result.ignored]
     yield ignored_path("").name, table_bytes(IGNORED_COLUMNS, ignored)
@@ -182,13 +207,53 @@ def _holds(path: Path, data: bytes) -> bool:
         return False
 
 
+# index/cache/written.tsv: per index file written from a ShardList, the sha256 it holds and
+# the file's inode, size, mtime and ctime then. A warm run compares digests and stats, not
+# a URL list's 1.4 GB of lists; an index file replaced (atomic_write: a new inode) or
+# edited since no longer matches, and is compared and rewritten from its bytes.
+_WRITTEN = "written.tsv"
+
+
+def _stamp(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return ""
+    return f"{stat.st_ino} {stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns}"
+
+
+def _read_written(results) -> dict[str, tuple[str, str]]:
+    try:
+        text = (cache_dir(results) / _WRITTEN).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    rows = (line.split("\t") for line in text.splitlines())
+    return {row[0]: (row[1], row[2]) for row in rows if len(row) == 3}
+
+
+def _known(written: dict, path: Path, name: str, shard: ShardList) -> bool:
+    """Whether the file holds the list, as last written or checked (the stamp matches)."""
+    stamp = _stamp(path)
+    return bool(stamp) and written.get(name) == (shard.sha256, stamp)
+
+
 def write_index(config: dict, result: ScanResult) -> ScanResult:
     """Write every list whose content changed; leave the others (and their mtimes) alone."""
     folder = index_dir(config["results"])
     changed = []
+    written = _read_written(config["results"])
+    stamps = {}
     for name, data in _index_files(result):
-        if write_bytes_if_changed(folder / name, data):
+        if isinstance(data, ShardList):
+            path = folder / name
+            if not _known(written, path, name, data) and write_bytes_if_changed(path, data.data()):
+                changed.append(name)
+            stamps[name] = (data.sha256, _stamp(path))
+        elif write_bytes_if_changed(folder / name, data):
             changed.append(name)
+    if stamps != written:
+        lines = "".join(f"{name}\t{sha}\t{stamp}\n" for name, (sha, stamp) in stamps.items())
+        write_bytes_if_changed(cache_dir(config["results"]) / _WRITTEN, lines.encode())
     for split, lists in result.shards.items():
         wanted = {f"{shard_name(shard)}.tsv" for shard in range(len(lists))}
         for stale in (folder / split).glob("*.tsv"):
@@ -209,8 +274,13 @@ def plan_index(config: dict, result: ScanResult) -> ScanResult:
     private folder (removed at exit) and ``result.pending`` names it, so a dry run plans
     with the files as they would be, while a running build keeps reading its own."""
     folder = index_dir(config["results"])
+    written = _read_written(config["results"])
     private = None
     for name, data in _index_files(result):
+        if isinstance(data, ShardList):
+            if _known(written, folder / name, name, data):
+                continue
+            data = data.data()
         if not _holds(folder / name, data):
             if private is None:
                 private = Path(tempfile.mkdtemp(prefix="imgprep-index-"))
