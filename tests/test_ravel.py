@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import SAMPLE
 from imgprep.config import section_config
+from imgprep.kernels import stringart
 from imgprep.kernels.stringart import (
     DEFAULT_FRAME,
     DEFAULT_LINES,
@@ -70,6 +71,23 @@ def test_oversample_and_longer_run_equal_reference():
     image = photo(40)
     fast = ravel(image, 24, 200, 150e-6, 0.4, oversample=2)
     assert fast.tolist() == ravel_reference(image, 24, 200, 150e-6, 0.4, oversample=2)
+
+
+def test_pruned_kernel_equals_the_unpruned_one_on_a_long_run():
+    """Thousands of steps, so the bounds go stale and near-ties occur: skipping the chords
+    that cannot win must still pick exactly what summing every chord picks."""
+    image = photo(96)
+    args = (image, 96, 3000, 100e-6, 0.622, 1)
+    pruned = stringart._ravel(*args, stringart._kernel)
+    full = stringart._ravel(*args, stringart._kernel_unpruned)
+    np.testing.assert_array_equal(pruned, full)
+
+
+@pytest.mark.parametrize("weight", [0.0, -100e-6])
+def test_no_pruning_without_a_positive_weight(weight):
+    # vw <= 0: residuals stop falling, the bounds would not hold; the kernel sums all
+    image = noise(32)
+    assert ravel(image, 16, 60, weight).tolist() == ravel_reference(image, 16, 60, weight)
 
 
 def test_output_length_and_start():

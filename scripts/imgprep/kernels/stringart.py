@@ -25,7 +25,8 @@ Rules (each one is exact, so the fast kernel and the plain reference agree bit f
 
 The chord tables depend only on ``(pins, res)`` and are built once per process
 (:func:`line_tables`); the greedy loop is a numba kernel that sums several chords at
-once (one accumulator per chord, each in its own sample order) so the additions overlap.
+once (one accumulator per chord, each in its own sample order) so the additions overlap,
+and skips the chords that cannot win (exactly: see ``_greedy``).
 """
 
 from __future__ import annotations
@@ -176,7 +177,85 @@ def _interleave(index, start, length, dummy, out, gstart, gmax):  # pragma: no c
 
 
 def _greedy(grouped, gstart, gmax, index, start, length, residual, lines, vw, path):
-    """The greedy loop; fills ``path`` (lines + 1 pins) and updates ``residual``."""
+    """The greedy loop; fills ``path`` (lines + 1 pins) and updates ``residual``.
+
+    Exact pruning: a chord's sum can only fall as lines are drawn. Every update is
+    ``r = fl(r - vw)`` with ``vw > 0``, so ``r`` never rises; round-to-nearest addition
+    is monotone in each operand, so the same samples summed in the same order never give
+    more; and ``fl(vw*(2*s - vw*R))`` is monotone in ``s``. So the score a chord had when
+    last summed (``bound``, +inf before) is an upper bound on its score now, in the same
+    floating-point arithmetic. A group of LANES chords is summed only when one of its
+    allowed chords could still beat the best so far (bound > best, or bound == best at a
+    lower pin: the tie rule); the group holding the highest bound goes first, the rest in
+    pin order (their tables stay streamed in order). The pick is the one the full loop
+    makes. ``vw <= 0`` (or not finite) voids the argument: then every group is summed.
+    """
+    pins = start.shape[0]
+    groups = gstart.shape[1]
+    prune = vw > 0.0 and vw < np.inf
+    bound = np.full((pins, groups * LANES), np.inf)
+    cur = 0
+    prev = -1
+    path[0] = 0
+    for step in range(1, lines + 1):
+        lrow = length[cur]
+        brow = bound[cur]
+        first = 0
+        top = -np.inf
+        for d in range(pins):
+            if (step >= 2 and d == cur) or (step >= 3 and d == prev):
+                continue
+            if brow[d] > top:
+                top = brow[d]
+                first = d // LANES
+        best = -np.inf
+        pick = -1
+        for turn in range(groups + 1):
+            g = first if turn == 0 else turn - 1
+            if turn > 0 and g == first:
+                continue
+            if turn > 0 and prune:
+                needed = False
+                for d in range(LANES * g, min(LANES * g + LANES, pins)):
+                    if (step >= 2 and d == cur) or (step >= 3 and d == prev):
+                        continue
+                    if brow[d] > best or (brow[d] == best and d < pick):
+                        needed = True
+                if not needed:
+                    continue
+            # LANES chords at a time, one accumulator each, each in its own sample order
+            base = gstart[cur, g]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for t in range(gmax[cur, g]):
+                e = base + LANES * t
+                s0 += residual[grouped[e]]
+                s1 += residual[grouped[e + 1]]
+                s2 += residual[grouped[e + 2]]
+                s3 += residual[grouped[e + 3]]
+            for d in range(LANES * g, min(LANES * g + LANES, pins)):
+                lane = d - LANES * g
+                s = s0 if lane == 0 else (s1 if lane == 1 else (s2 if lane == 2 else s3))
+                score = vw * (2.0 * s - vw * lrow[d])
+                bound[cur, d] = score
+                bound[d, cur] = score
+                if (step >= 2 and d == cur) or (step >= 3 and d == prev):
+                    continue
+                if score > best or (score == best and d < pick):
+                    best = score
+                    pick = d
+        o = start[cur, pick]
+        for t in range(lrow[pick]):
+            residual[index[o + t]] -= vw
+        prev = cur
+        cur = pick
+        path[step] = pick
+
+
+def _greedy_unpruned(grouped, gstart, gmax, index, start, length, residual, lines, vw, path):
+    """The previous kernel (every chord summed every step), kept for the benchmark."""
     pins = start.shape[0]
     sums = np.empty(gstart.shape[1] * LANES, np.float64)
     cur = 0
@@ -245,8 +324,9 @@ def _greedy_numpy(index, start, length, residual, lines, vw, path):
 if njit is not None:
     _interleave_jit = njit(cache=True, nogil=True)(_interleave)
     _kernel = njit(cache=True, nogil=True)(_greedy)
+    _kernel_unpruned = njit(cache=True, nogil=True)(_greedy_unpruned)
 else:  # pragma: no cover
-    _interleave_jit = _kernel = None
+    _interleave_jit = _kernel = _kernel_unpruned = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -278,6 +358,11 @@ def ravel(
     oversample: int = 1,
 ) -> np.ndarray:
     """Pin sequence (int64, ``lines + 1`` pins starting at 0) for a square uint8 image."""
+    return _ravel(image, pins, lines, weight, frame, oversample, _kernel)
+
+
+def _ravel(image, pins, lines, weight, frame, oversample, kernel):
+    """:func:`ravel` with a chosen numba kernel (the benchmark times the unpruned one)."""
     _check(pins, lines)
     residual = _residual(image)
     res = int(np.asarray(image).shape[0])
@@ -291,7 +376,7 @@ def ravel(
     work = np.zeros(res * res + 1, np.float64)  # one spare entry past the image
     work[: res * res] = residual
     work[dummy] = 0.0
-    _kernel(grouped, gstart, gmax, index, start, length, work, lines, vw, path)
+    kernel(grouped, gstart, gmax, index, start, length, work, lines, vw, path)
     return path
 
 
