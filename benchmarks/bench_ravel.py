@@ -182,10 +182,12 @@ def main(argv=None) -> int:
     group_s = time.perf_counter() - t
 
     def previous(image):
-        return stringart._ravel(image, PINS, LINES, 100e-6, 0.622, 1, stringart._kernel_unpruned)
+        return stringart._ravel(
+            image, PINS, LINES, 100e-6, 0.622, 1, stringart._kernel_unpruned, False
+        )
 
     tiny = np.zeros((8, 8), np.uint8)
-    stringart._ravel(tiny, 8, 4, 100e-6, 0.622, 1, stringart._kernel_unpruned)  # compiles
+    stringart._ravel(tiny, 8, 4, 100e-6, 0.622, 1, stringart._kernel_unpruned, False)  # compiles
     _, vw = thread_weights(RES)
     expected = [ravel(image, PINS, LINES) for image in images]
     same = {"kernel": True, "previous kernel": True, "C++ -O2": True}

@@ -79,7 +79,7 @@ def test_pruned_kernel_equals_the_unpruned_one_on_a_long_run():
     image = photo(96)
     args = (image, 96, 3000, 100e-6, 0.622, 1)
     pruned = stringart._ravel(*args, stringart._kernel)
-    full = stringart._ravel(*args, stringart._kernel_unpruned)
+    full = stringart._ravel(*args, stringart._kernel_unpruned, False)
     np.testing.assert_array_equal(pruned, full)
 
 
@@ -119,6 +119,9 @@ def test_line_tables():
     assert (chord // 33).tolist()[:3] == [32, 30, 29]  # 32 + s*(-32)/31 truncates to 30
     assert line_tables(4, 33) is line_tables(4, 33)  # built once
     assert kernel_tables(4, 33) is kernel_tables(4, 33)
+    order = stringart.tiled_order(33)
+    assert sorted(order.tolist()) == list(range(33 * 33 + 1))  # a permutation
+    assert order[33 * 33] == 33 * 33
     with pytest.raises(ValueError):
         index[0] = 1  # read-only
 
