@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import SAMPLE
 from imgprep.config import section_config
+from imgprep.kernels import stringart
 from imgprep.kernels.stringart import (
     DEFAULT_FRAME,
     DEFAULT_LINES,
@@ -72,6 +73,23 @@ def test_oversample_and_longer_run_equal_reference():
     assert fast.tolist() == ravel_reference(image, 24, 200, 150e-6, 0.4, oversample=2)
 
 
+def test_pruned_kernel_equals_the_unpruned_one_on_a_long_run():
+    """Thousands of steps, so the bounds go stale and near-ties occur: skipping the chords
+    that cannot win must still pick exactly what summing every chord picks."""
+    image = photo(96)
+    args = (image, 96, 3000, 100e-6, 0.622, 1)
+    pruned = stringart._ravel(*args, stringart._kernel)
+    full = stringart._ravel(*args, stringart._kernel_unpruned, False)
+    np.testing.assert_array_equal(pruned, full)
+
+
+@pytest.mark.parametrize("weight", [0.0, -100e-6])
+def test_no_pruning_without_a_positive_weight(weight):
+    # vw <= 0: residuals stop falling, the bounds would not hold; the kernel sums all
+    image = noise(32)
+    assert ravel(image, 16, 60, weight).tolist() == ravel_reference(image, 16, 60, weight)
+
+
 def test_output_length_and_start():
     for lines in (0, 1, 2, 7):
         path = ravel(noise(32), 16, lines)
@@ -101,6 +119,9 @@ def test_line_tables():
     assert (chord // 33).tolist()[:3] == [32, 30, 29]  # 32 + s*(-32)/31 truncates to 30
     assert line_tables(4, 33) is line_tables(4, 33)  # built once
     assert kernel_tables(4, 33) is kernel_tables(4, 33)
+    order = stringart.tiled_order(33)
+    assert sorted(order.tolist()) == list(range(33 * 33 + 1))  # a permutation
+    assert order[33 * 33] == 33 * 33
     with pytest.raises(ValueError):
         index[0] = 1  # read-only
 

@@ -25,7 +25,8 @@ Rules (each one is exact, so the fast kernel and the plain reference agree bit f
 
 The chord tables depend only on ``(pins, res)`` and are built once per process
 (:func:`line_tables`); the greedy loop is a numba kernel that sums several chords at
-once (one accumulator per chord, each in its own sample order) so the additions overlap.
+once (one accumulator per chord, each in its own sample order) so the additions overlap,
+and skips the chords that cannot win (exactly: see ``_greedy``).
 """
 
 from __future__ import annotations
@@ -176,7 +177,85 @@ def _interleave(index, start, length, dummy, out, gstart, gmax):  # pragma: no c
 
 
 def _greedy(grouped, gstart, gmax, index, start, length, residual, lines, vw, path):
-    """The greedy loop; fills ``path`` (lines + 1 pins) and updates ``residual``."""
+    """The greedy loop; fills ``path`` (lines + 1 pins) and updates ``residual``.
+
+    Exact pruning: a chord's sum can only fall as lines are drawn. Every update is
+    ``r = fl(r - vw)`` with ``vw > 0``, so ``r`` never rises; round-to-nearest addition
+    is monotone in each operand, so the same samples summed in the same order never give
+    more; and ``fl(vw*(2*s - vw*R))`` is monotone in ``s``. So the score a chord had when
+    last summed (``bound``, +inf before) is an upper bound on its score now, in the same
+    floating-point arithmetic. A group of LANES chords is summed only when one of its
+    allowed chords could still beat the best so far (bound > best, or bound == best at a
+    lower pin: the tie rule); the group holding the highest bound goes first, the rest in
+    pin order (their tables stay streamed in order). The pick is the one the full loop
+    makes. ``vw <= 0`` (or not finite) voids the argument: then every group is summed.
+    """
+    pins = start.shape[0]
+    groups = gstart.shape[1]
+    prune = vw > 0.0 and vw < np.inf
+    bound = np.full((pins, groups * LANES), np.inf)
+    cur = 0
+    prev = -1
+    path[0] = 0
+    for step in range(1, lines + 1):
+        lrow = length[cur]
+        brow = bound[cur]
+        first = 0
+        top = -np.inf
+        for d in range(pins):
+            if (step >= 2 and d == cur) or (step >= 3 and d == prev):
+                continue
+            if brow[d] > top:
+                top = brow[d]
+                first = d // LANES
+        best = -np.inf
+        pick = -1
+        for turn in range(groups + 1):
+            g = first if turn == 0 else turn - 1
+            if turn > 0 and g == first:
+                continue
+            if turn > 0 and prune:
+                needed = False
+                for d in range(LANES * g, min(LANES * g + LANES, pins)):
+                    if (step >= 2 and d == cur) or (step >= 3 and d == prev):
+                        continue
+                    if brow[d] > best or (brow[d] == best and d < pick):
+                        needed = True
+                if not needed:
+                    continue
+            # LANES chords at a time, one accumulator each, each in its own sample order
+            base = gstart[cur, g]
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            s3 = 0.0
+            for t in range(gmax[cur, g]):
+                e = base + LANES * t
+                s0 += residual[grouped[e]]
+                s1 += residual[grouped[e + 1]]
+                s2 += residual[grouped[e + 2]]
+                s3 += residual[grouped[e + 3]]
+            for d in range(LANES * g, min(LANES * g + LANES, pins)):
+                lane = d - LANES * g
+                s = s0 if lane == 0 else (s1 if lane == 1 else (s2 if lane == 2 else s3))
+                score = vw * (2.0 * s - vw * lrow[d])
+                bound[cur, d] = score
+                bound[d, cur] = score
+                if (step >= 2 and d == cur) or (step >= 3 and d == prev):
+                    continue
+                if score > best or (score == best and d < pick):
+                    best = score
+                    pick = d
+        o = start[cur, pick]
+        for t in range(lrow[pick]):
+            residual[index[o + t]] -= vw
+        prev = cur
+        cur = pick
+        path[step] = pick
+
+
+def _greedy_unpruned(grouped, gstart, gmax, index, start, length, residual, lines, vw, path):
+    """The previous kernel (every chord summed every step), kept for the benchmark."""
     pins = start.shape[0]
     sums = np.empty(gstart.shape[1] * LANES, np.float64)
     cur = 0
@@ -245,28 +324,57 @@ def _greedy_numpy(index, start, length, residual, lines, vw, path):
 if njit is not None:
     _interleave_jit = njit(cache=True, nogil=True)(_interleave)
     _kernel = njit(cache=True, nogil=True)(_greedy)
+    _kernel_unpruned = njit(cache=True, nogil=True)(_greedy_unpruned)
 else:  # pragma: no cover
-    _interleave_jit = _kernel = None
+    _interleave_jit = _kernel = _kernel_unpruned = None
+
+
+TILE = (8, 64)  # rows x columns of pixels the kernel keeps together: 4 KiB of float64
+
+
+def tiled_order(res: int) -> np.ndarray:
+    """Where each pixel (row-major index) sits in the kernel's residual: tiles of TILE,
+    row-major inside a tile and tile by tile, so a chord touches fewer memory pages
+    (fewer TLB and cache misses; the sums are the same numbers in the same order).
+    One more entry maps ``res*res``, the spare slot past the image, to itself."""
+    rows, cols = np.divmod(np.arange(res * res, dtype=np.int64), res)
+    height, width = TILE
+    across = -(-res // width)
+    key = ((rows // height) * across + cols // width) * (height * width)
+    key += (rows % height) * width + cols % width
+    order = np.empty(res * res + 1, np.int64)
+    order[np.argsort(key, kind="stable")] = np.arange(res * res)
+    order[res * res] = res * res
+    return order
 
 
 @functools.lru_cache(maxsize=8)
-def kernel_tables(pins: int, res: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """``(grouped, gstart, gmax, dummy)``: the chords of :func:`line_tables` regrouped for
-    the kernel (see ``_interleave``), built once per process. ``dummy`` is a pixel no
-    chord samples (or ``res*res``, one past the image), kept at 0.0 by the kernel."""
+def kernel_tables(pins: int, res: int, tiled: bool = True) -> tuple:
+    """The kernel's tables, built once per process (the ravel stage calls this before it
+    forks); what they are is internal to this module.
+
+    ``(grouped, gstart, gmax, dummy, index, order)``: the chords of :func:`line_tables`
+    regrouped (see ``_interleave``) and ``index`` itself, both as positions in the
+    residual laid out by ``order`` (:func:`tiled_order`); ``dummy`` is the position of a
+    pixel no chord samples (or of ``res*res``, one past the image), kept at 0.0.
+    ``tiled=False`` keeps the row-major layout (the previous kernel's, for the benchmark).
+    """
     index, start, length = line_tables(pins, res)
     unused = np.flatnonzero(np.bincount(index.astype(np.int64), minlength=res * res) == 0)
     dummy = int(unused[0]) if unused.size else res * res
-    dtype = np.uint16 if dummy < 1 << 16 and index.dtype == np.uint16 else np.int32
+    order = tiled_order(res) if tiled else np.arange(res * res + 1, dtype=np.int64)
+    dtype = index.dtype if order[dummy] < 1 << 16 else np.int32
+    tiled = order[index].astype(dtype)
+    dummy = int(order[dummy])
     groups = -(-pins // LANES)
     gstart = np.empty((pins, groups), np.int64)
     gmax = np.empty((pins, groups), np.int64)
-    total = _interleave_jit(index, start, length, dummy, np.empty(0, dtype), gstart, gmax)
+    total = _interleave_jit(tiled, start, length, dummy, np.empty(0, dtype), gstart, gmax)
     grouped = np.empty(total, dtype)
-    _interleave_jit(index, start, length, dummy, grouped, gstart, gmax)
-    for array in (grouped, gstart, gmax):
+    _interleave_jit(tiled, start, length, dummy, grouped, gstart, gmax)
+    for array in (grouped, gstart, gmax, tiled, order):
         array.setflags(write=False)
-    return grouped, gstart, gmax, dummy
+    return grouped, gstart, gmax, dummy, tiled, order
 
 
 def ravel(
@@ -278,6 +386,12 @@ def ravel(
     oversample: int = 1,
 ) -> np.ndarray:
     """Pin sequence (int64, ``lines + 1`` pins starting at 0) for a square uint8 image."""
+    return _ravel(image, pins, lines, weight, frame, oversample, _kernel)
+
+
+def _ravel(image, pins, lines, weight, frame, oversample, kernel, tiled=True):
+    """:func:`ravel` with a chosen numba kernel and layout (the benchmark times the
+    previous kernel: unpruned, row-major)."""
     _check(pins, lines)
     residual = _residual(image)
     res = int(np.asarray(image).shape[0])
@@ -287,11 +401,11 @@ def ravel(
     if _kernel is None:  # pragma: no cover - numba is pinned in requirements.txt
         _greedy_numpy(index, start, length, residual, lines, vw, path)
         return path
-    grouped, gstart, gmax, dummy = kernel_tables(pins, res)
+    grouped, gstart, gmax, dummy, tiled, order = kernel_tables(pins, res, tiled)
     work = np.zeros(res * res + 1, np.float64)  # one spare entry past the image
-    work[: res * res] = residual
+    work[order[: res * res]] = residual
     work[dummy] = 0.0
-    _kernel(grouped, gstart, gmax, index, start, length, work, lines, vw, path)
+    kernel(grouped, gstart, gmax, tiled, start, length, work, lines, vw, path)
     return path
 
 
