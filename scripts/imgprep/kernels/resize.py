@@ -301,7 +301,8 @@ def _resize(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> R
     is_jpeg = source.format in ("JPEG", "MPO")
     eighths = 8
     if params.fast_decode and is_jpeg and not geometry.identity:
-        eighths = dct_eighths(geometry, source.width, source.height, DCT_EIGHTHS[params.fast_decode])
+        scales = DCT_EIGHTHS[params.fast_decode]
+        eighths = dct_eighths(geometry, source.width, source.height, scales)
     pixels, digest = None, ""
     if is_jpeg and source.mode in ("RGB", "L"):
         luma_only = gray and params.gray_matrix == "rec601" and to_srgb is None
