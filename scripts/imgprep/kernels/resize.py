@@ -61,7 +61,6 @@ from imgprep.kernels.encode import JPEG_MAX_SIDE, SUBSAMPLINGS, encode_pixels, e
 from imgprep.kernels.geometry import (  # noqa: E402
     DCT_EIGHTHS,
     MODES,
-    POWERS_OF_TWO,
     Geometry,
     dct_eighths,
     is_identity,
@@ -317,9 +316,8 @@ def _resize(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> R
     if pixels is None:
         if image is None:
             image = open_image(data)
-        # Pillow's draft scales by powers of two only: the largest of those that fits
-        if eighths not in (*POWERS_OF_TWO, 8):
-            eighths = dct_eighths(geometry, source.width, source.height, POWERS_OF_TWO)
+        # Pillow's draft scales by powers of two only; 8 // M is the one fast_decode: true
+        # picks (3/8 -> 1/2; 5/8, 6/8, 7/8 -> in full), so a fallback gives its bytes
         pixels, scale = decode_pillow(
             image, params, geometry, source.orientation, 8 // eighths, to_srgb
         )
