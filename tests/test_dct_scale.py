@@ -102,8 +102,8 @@ def test_the_scale_is_the_smallest_eighth_that_keeps_the_output_pixels():
             crop_fits = across * m / 8 >= cw and down * m / 8 >= ch
             return m == 8 or (crop_fits and side * m / 8 >= 8)
 
-        for scales in DCT_EIGHTHS.values():
-            chosen = dct_eighths(geometry, w, h, scales)
+        for fast_decode, scales in DCT_EIGHTHS.items():
+            chosen = dct_eighths(geometry, w, h, fast_decode)
             assert keeps(chosen)
             assert not any(keeps(m) for m in scales if m < chosen), (geometry, w, h, chosen)
             reduced += chosen < 8
@@ -127,8 +127,8 @@ def test_the_scale_is_the_smallest_eighth_that_keeps_the_output_pixels():
 )
 def test_scale_examples(size, target, eighths, powers_of_two):
     geometry = Geometry.plan(*size, params(width=target, height=target))
-    assert dct_eighths(geometry, *size, DCT_EIGHTHS["eighths"]) == eighths
-    assert dct_eighths(geometry, *size, DCT_EIGHTHS[True]) == powers_of_two
+    assert dct_eighths(geometry, *size, "eighths") == eighths
+    assert dct_eighths(geometry, *size, True) == powers_of_two
 
 
 # -- decoding at a scale ------------------------------------------------------------------

@@ -270,6 +270,15 @@ def decode_jpeg_eighths(data: bytes, channels: int, eighths: int, stored_w: int,
     return pixels.reshape(want_h, want_w, channels)
 
 
+def decoded_as(eighths: int, channels: int, mode: str) -> str:
+    """pixels_sha256's tag of a DCT-scaled or luma-only decode ("" for a full one): "1/2 3"
+    for the powers of two (as before M/8 scales existed), "3/8 3" for the others."""
+    if (eighths, channels) == (8, len(mode)):
+        return ""
+    scale = f"1/{8 // eighths}" if 8 % eighths == 0 else f"{eighths}/8"
+    return f"{scale} {channels}"
+
+
 def decode_pillow(
     image: Image.Image, params, geometry, orientation: int, reduce: int, to_srgb=None
 ):

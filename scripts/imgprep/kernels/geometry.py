@@ -89,18 +89,16 @@ def is_identity(box, size, scale) -> bool:
 # 500 px photos, and 1-2 dB further from an area-averaged full decode (README,
 # benchmarks/bench_resize.py)
 DCT_EIGHTHS = {True: (1, 2, 4), "eighths": (1, 2, 3, 4, 5, 6, 7)}
-POWERS_OF_TWO = DCT_EIGHTHS[True]
 
 
-def dct_eighths(geometry: Geometry, stored_w: int, stored_h: int, scales=POWERS_OF_TWO) -> int:
-    """Smallest M of ``scales`` for which M/8 of the crop still has at least the output's
-    pixels on both axes and the decoded image at least 8 px a side; 8 (a full decode) when
-    none does. ``stored_w x stored_h``: the file's size (the image is decoded before it is
-    oriented); ``geometry``'s box is in oriented pixels, so an EXIF rotation is accounted
-    for by whoever planned it."""
+def dct_eighths(geometry: Geometry, stored_w: int, stored_h: int, fast_decode=True) -> int:
+    """Smallest M of ``DCT_EIGHTHS[fast_decode]`` for which M/8 of the crop still has at
+    least the output's pixels on both axes and the decoded image at least 8 px a side; 8
+    (a full decode) when none does. ``stored_w x stored_h``: the file's size (decoded
+    before it is oriented); ``geometry``'s box is in oriented pixels, as planned."""
     x0, y0, x1, y1 = geometry.box
     cw, ch = geometry.content
-    for eighths in scales:
+    for eighths in DCT_EIGHTHS[fast_decode]:
         fits = (x1 - x0) * eighths >= 8 * cw and (y1 - y0) * eighths >= 8 * ch
         # >= 8 px a side: also makes ceil(side * M / 8) grow with M, so the decoded shape
         # tells which scale libjpeg-turbo chose

@@ -4,8 +4,7 @@ This runs once per image of a dataset, so it is built for speed without giving u
 quality or reproducibility (benchmarks/bench_resize.py measures it):
 
 - JPEGs decode through libjpeg-turbo (simplejpeg), at a DCT-reduced scale (1/2,
-  1/4, 1/8; any M/8 with ``fast_decode: eighths``) when the crop still has at least
-  the output's pixels at that scale.
+  1/4, 1/8, or M/8) when the crop still has at least the output's pixels at that scale.
   Other formats, and JPEGs simplejpeg refuses (CMYK, oddities), go through Pillow.
 - An embedded RGB ICC profile other than sRGB (Adobe RGB, Display P3, ProPhoto…) is
   applied with littleCMS, so the stored numbers mean the same colours in sRGB, the
@@ -49,6 +48,7 @@ from imgprep.kernels.decode import (  # noqa: E402
     Source,
     decode_jpeg_eighths,
     decode_pillow,
+    decoded_as,
     image_orientation,
     is_int,
     jpeg_decodes,
@@ -58,14 +58,7 @@ from imgprep.kernels.decode import (  # noqa: E402
     probe_jpeg,
 )
 from imgprep.kernels.encode import JPEG_MAX_SIDE, SUBSAMPLINGS, encode_pixels, encode_planes  # noqa: E402
-from imgprep.kernels.geometry import (  # noqa: E402
-    DCT_EIGHTHS,
-    MODES,
-    Geometry,
-    dct_eighths,
-    is_identity,
-    round_half_up,
-)
+from imgprep.kernels.geometry import MODES, Geometry, dct_eighths, is_identity, round_half_up  # noqa: E402
 from imgprep.kernels.phash import pixels_sha256  # noqa: E402
 from imgprep.kernels.resample import FILTERS, resample, subsample  # noqa: E402
 from imgprep.sections import require_keys
@@ -144,8 +137,7 @@ class ResizeParams:
             raise ValueError(f"resize.quality: must be an integer 1..100, got {self.quality!r}")
         if not isinstance(self.upscale, bool):
             raise ValueError(f"resize.upscale: must be true or false, got {self.upscale!r}")
-        fast = self.fast_decode
-        if not (isinstance(fast, bool) or (isinstance(fast, str) and fast in DCT_EIGHTHS)):
+        if type(fast := self.fast_decode) not in (bool, str) or fast not in (0, 1, "eighths"):
             raise ValueError(f"resize.fast_decode: must be true, false or eighths, got {fast!r}")
         fill = self.fill
         if is_int(fill):
@@ -300,8 +292,7 @@ def _resize(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> R
     is_jpeg = source.format in ("JPEG", "MPO")
     eighths = 8
     if params.fast_decode and is_jpeg and not geometry.identity:
-        scales = DCT_EIGHTHS[params.fast_decode]
-        eighths = dct_eighths(geometry, source.width, source.height, scales)
+        eighths = dct_eighths(geometry, source.width, source.height, params.fast_decode)
     pixels, digest = None, ""
     if is_jpeg and source.mode in ("RGB", "L"):
         luma_only = gray and params.gray_matrix == "rec601" and to_srgb is None
@@ -310,32 +301,20 @@ def _resize(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> R
         if pixels_digest and pixels is not None:
             # the pixels as decoded (a second, full decode would cost ~40 % of the resize);
             # a DCT-scaled or luma-only decode says so in the digest
-            digest = pixels_sha256(
-                orient(pixels, source.orientation), _decoded_as(eighths, channels, source.mode)
-            )
+            partial = decoded_as(eighths, channels, source.mode)
+            digest = pixels_sha256(orient(pixels, source.orientation), partial)
     if pixels is None:
         if image is None:
             image = open_image(data)
-        # Pillow's draft scales by powers of two only; 8 // M is the one fast_decode: true
-        # picks (3/8 -> 1/2; 5/8, 6/8, 7/8 -> in full), so a fallback gives its bytes
-        pixels, scale = decode_pillow(
-            image, params, geometry, source.orientation, 8 // eighths, to_srgb
-        )
+        # Pillow's draft has powers of two only: 8 // M is fast_decode: true's (3/8 -> 1/2)
+        reduce = 8 // eighths
+        pixels, scale = decode_pillow(image, params, geometry, source.orientation, reduce, to_srgb)
     else:
         if to_srgb is not None and pixels.shape[2] == 3:
             pixels = pixels_to_srgb(pixels, to_srgb)
         pixels = orient(pixels, source.orientation)
         scale = (eighths / 8, eighths / 8)
     return result(_render(pixels, scale, geometry, params), digest=digest)
-
-
-def _decoded_as(eighths: int, channels: int, mode: str) -> str:
-    """pixels_sha256's tag of a DCT-scaled or luma-only decode ("" for a full one): "1/2 3"
-    for the powers of two (as before M/8 scales existed), "3/8 3" for the others."""
-    if (eighths, channels) == (8, len(mode)):
-        return ""
-    scale = f"1/{8 // eighths}" if 8 % eighths == 0 else f"{eighths}/8"
-    return f"{scale} {channels}"
 
 
 # -- rendering: resample, convert, encode -------------------------------------------
