@@ -1,7 +1,8 @@
 """Decoding: encoded bytes to oriented 8-bit pixels, and the file's own description.
 
-- JPEGs decode through libjpeg-turbo (simplejpeg), at a DCT-reduced scale (1/2,
-  1/4, 1/8) when the crop still has at least the output's pixels at that scale.
+- JPEGs decode through libjpeg-turbo (simplejpeg), at a DCT-reduced scale M/8
+  (geometry.dct_eighths: 1/2, 1/4, 1/8, or any M/8 with ``resize.fast_decode:
+  eighths``) when the crop still has at least the output's pixels at that scale.
   Other formats, and JPEGs simplejpeg refuses (CMYK, oddities), go through Pillow.
 - The few JPEG header fields needed (size, components, EXIF orientation, ICC chunks)
   are read directly, ~5x cheaper than Pillow's open.
@@ -234,14 +235,30 @@ def jpeg_decodes(data: bytes) -> bool:
 
 
 def decode_jpeg(data: bytes, channels: int, reduce: int, stored_w: int, stored_h: int):
-    """Decode with libjpeg-turbo at 1/reduce scale; None when Pillow should try instead."""
-    want_w, want_h = -(-stored_w // reduce), -(-stored_h // reduce)
+    """Decode with libjpeg-turbo at 1/reduce scale (1, 2, 4 or 8); None when Pillow
+    should try instead."""
+    return decode_jpeg_eighths(data, channels, 8 // reduce, stored_w, stored_h)
+
+
+def decode_jpeg_eighths(data: bytes, channels: int, eighths: int, stored_w: int, stored_h: int):
+    """Decode with libjpeg-turbo at ``eighths``/8 scale (1..8, 8: in full); None when
+    Pillow should try instead.
+
+    simplejpeg takes the smallest of libjpeg-turbo's factors (tjGetScalingFactors: every
+    M/8) whose ceil(side * M / 8) reaches min_width and min_height, so asking for exactly
+    the M/8 size gets that M as long as the size grows with M (a side of >= 8 px, which
+    geometry.dct_eighths ensures); the shape is checked all the same.
+    """
+    if eighths == 8:
+        want_w, want_h = stored_w, stored_h
+    else:
+        want_w, want_h = -(-stored_w * eighths // 8), -(-stored_h * eighths // 8)
     try:
         pixels = simplejpeg.decode_jpeg(
             data,
             colorspace="GRAY" if channels == 1 else "RGB",
-            min_width=want_w if reduce > 1 else 0,
-            min_height=want_h if reduce > 1 else 0,
+            min_width=want_w if eighths < 8 else 0,
+            min_height=want_h if eighths < 8 else 0,
             strict=True,
         )
     except ValueError as error:
@@ -251,6 +268,15 @@ def decode_jpeg(data: bytes, channels: int, reduce: int, stored_w: int, stored_h
     if pixels.shape[:2] != (want_h, want_w):
         return None
     return pixels.reshape(want_h, want_w, channels)
+
+
+def decoded_as(eighths: int, channels: int, mode: str) -> str:
+    """pixels_sha256's tag of a DCT-scaled or luma-only decode ("" for a full one): "1/2 3"
+    for the powers of two (as before M/8 scales existed), "3/8 3" for the others."""
+    if (eighths, channels) == (8, len(mode)):
+        return ""
+    scale = f"1/{8 // eighths}" if 8 % eighths == 0 else f"{eighths}/8"
+    return f"{scale} {channels}"
 
 
 def decode_pillow(

@@ -1,7 +1,7 @@
 """Geometry: which region of the oriented source becomes which pixels of the output.
 
 Pure arithmetic on sizes (no pixels): the crop box, the content size, the pad canvas
-and offset for each resize mode, and the largest JPEG DCT scale-down that still leaves
+and offset for each resize mode, and the smallest JPEG DCT scale (M/8) that still leaves
 the crop at least the output's pixels.
 """
 
@@ -82,12 +82,26 @@ def is_identity(box, size, scale) -> bool:
     return x0 == int(x0) and y0 == int(y0) and x1 - x0 == size[0] and y1 - y0 == size[1]
 
 
-def dct_reduction(geometry: Geometry, stored_w: int, stored_h: int) -> int:
-    """Largest JPEG DCT scale-down that still leaves the crop >= the output pixels."""
+# DCT scales M/8 (M < 8) libjpeg-turbo decodes at, by resize.fast_decode: true uses the
+# powers of two only, whose IDCTs are SIMD (and Pillow's draft offers the same ones);
+# "eighths" every M/8, where 3, 5, 6 and 7 run libjpeg-turbo's scalar IDCTs (plus
+# 6x6..14x14 ones for 4:2:0 chroma): slower than a full decode at 6/8 and 7/8 on ImageNet's
+# 500 px photos, and 1-2 dB further from an area-averaged full decode (README,
+# benchmarks/bench_resize.py)
+DCT_EIGHTHS = {True: (1, 2, 4), "eighths": (1, 2, 3, 4, 5, 6, 7)}
+
+
+def dct_eighths(geometry: Geometry, stored_w: int, stored_h: int, fast_decode=True) -> int:
+    """Smallest M of ``DCT_EIGHTHS[fast_decode]`` for which M/8 of the crop still has at
+    least the output's pixels on both axes and the decoded image at least 8 px a side; 8
+    (a full decode) when none does. ``stored_w x stored_h``: the file's size (decoded
+    before it is oriented); ``geometry``'s box is in oriented pixels, as planned."""
     x0, y0, x1, y1 = geometry.box
     cw, ch = geometry.content
-    for reduce in (8, 4, 2):
-        fits = (x1 - x0) / reduce >= cw and (y1 - y0) / reduce >= ch
-        if fits and stored_w >= 8 * reduce and stored_h >= 8 * reduce:
-            return reduce
-    return 1
+    for eighths in DCT_EIGHTHS[fast_decode]:
+        fits = (x1 - x0) * eighths >= 8 * cw and (y1 - y0) * eighths >= 8 * ch
+        # >= 8 px a side: also makes ceil(side * M / 8) grow with M, so the decoded shape
+        # tells which scale libjpeg-turbo chose
+        if fits and stored_w * eighths >= 64 and stored_h * eighths >= 64:
+            return eighths
+    return 8

@@ -4,7 +4,7 @@ This runs once per image of a dataset, so it is built for speed without giving u
 quality or reproducibility (benchmarks/bench_resize.py measures it):
 
 - JPEGs decode through libjpeg-turbo (simplejpeg), at a DCT-reduced scale (1/2,
-  1/4, 1/8) when the crop still has at least the output's pixels at that scale.
+  1/4, 1/8, or M/8) when the crop still has at least the output's pixels at that scale.
   Other formats, and JPEGs simplejpeg refuses (CMYK, oddities), go through Pillow.
 - An embedded RGB ICC profile other than sRGB (Adobe RGB, Display P3, ProPhoto…) is
   applied with littleCMS, so the stored numbers mean the same colours in sRGB, the
@@ -46,8 +46,9 @@ from imgprep.kernels.colour import (  # noqa: E402
 from imgprep.kernels.decode import (  # noqa: E402
     RejectedImage,
     Source,
-    decode_jpeg,
+    decode_jpeg_eighths,
     decode_pillow,
+    decoded_as,
     image_orientation,
     is_int,
     jpeg_decodes,
@@ -57,7 +58,7 @@ from imgprep.kernels.decode import (  # noqa: E402
     probe_jpeg,
 )
 from imgprep.kernels.encode import JPEG_MAX_SIDE, SUBSAMPLINGS, encode_pixels, encode_planes  # noqa: E402
-from imgprep.kernels.geometry import MODES, Geometry, dct_reduction, is_identity, round_half_up  # noqa: E402
+from imgprep.kernels.geometry import MODES, Geometry, dct_eighths, is_identity, round_half_up  # noqa: E402
 from imgprep.kernels.phash import pixels_sha256  # noqa: E402
 from imgprep.kernels.resample import FILTERS, resample, subsample  # noqa: E402
 from imgprep.sections import require_keys
@@ -110,7 +111,7 @@ class ResizeParams:
     quality: int
     subsampling: str
     fill: tuple[int, int, int]
-    fast_decode: bool
+    fast_decode: bool | str  # true, false or "eighths" (geometry.DCT_EIGHTHS)
     icc: str
 
     def __post_init__(self):
@@ -134,9 +135,10 @@ class ResizeParams:
             object.__setattr__(self, key, int(value))
         if not is_int(self.quality) or not 1 <= self.quality <= 100:
             raise ValueError(f"resize.quality: must be an integer 1..100, got {self.quality!r}")
-        for key in ("upscale", "fast_decode"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"resize.{key}: must be true or false, got {getattr(self, key)!r}")
+        if not isinstance(self.upscale, bool):
+            raise ValueError(f"resize.upscale: must be true or false, got {self.upscale!r}")
+        if type(fast := self.fast_decode) not in (bool, str) or fast not in (0, 1, "eighths"):
+            raise ValueError(f"resize.fast_decode: must be true, false or eighths, got {fast!r}")
         fill = self.fill
         if is_int(fill):
             fill = (fill, fill, fill)
@@ -288,29 +290,30 @@ def _resize(data: bytes, params: ResizeParams, pixels_digest: bool = False) -> R
         return result(data, kept=True)
 
     is_jpeg = source.format in ("JPEG", "MPO")
-    reduce = 1
+    eighths = 8
     if params.fast_decode and is_jpeg and not geometry.identity:
-        reduce = dct_reduction(geometry, source.width, source.height)
+        eighths = dct_eighths(geometry, source.width, source.height, params.fast_decode)
     pixels, digest = None, ""
     if is_jpeg and source.mode in ("RGB", "L"):
         luma_only = gray and params.gray_matrix == "rec601" and to_srgb is None
         channels = 1 if source.mode == "L" or luma_only else 3
-        pixels = decode_jpeg(data, channels, reduce, source.width, source.height)
+        pixels = decode_jpeg_eighths(data, channels, eighths, source.width, source.height)
         if pixels_digest and pixels is not None:
             # the pixels as decoded (a second, full decode would cost ~40 % of the resize);
             # a DCT-scaled or luma-only decode says so in the digest
-            full = (reduce, channels) == (1, len(source.mode))
-            partial = "" if full else f"1/{reduce} {channels}"
+            partial = decoded_as(eighths, channels, source.mode)
             digest = pixels_sha256(orient(pixels, source.orientation), partial)
     if pixels is None:
         if image is None:
             image = open_image(data)
+        # Pillow's draft has powers of two only: 8 // M is fast_decode: true's (3/8 -> 1/2)
+        reduce = 8 // eighths
         pixels, scale = decode_pillow(image, params, geometry, source.orientation, reduce, to_srgb)
     else:
         if to_srgb is not None and pixels.shape[2] == 3:
             pixels = pixels_to_srgb(pixels, to_srgb)
         pixels = orient(pixels, source.orientation)
-        scale = (1.0 / reduce, 1.0 / reduce)
+        scale = (eighths / 8, eighths / 8)
     return result(_render(pixels, scale, geometry, params), digest=digest)
 
 
