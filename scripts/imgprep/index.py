@@ -10,8 +10,6 @@ writing them (locked, write-if-changed).
 from __future__ import annotations
 
 import atexit
-import fcntl
-import os
 import shutil
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from imgprep.files.tables import (
     table_bytes,
     table_lines,
 )
+from imgprep.indexlock import IndexBusy, keep_or_release, lock_holder, lock_index
 from imgprep.parsecache import ShardList
 from imgprep.sourcefile import shown
 from imgprep.sources.common import extensions as source_extensions
@@ -293,39 +292,6 @@ def plan_index(config: dict, result: ScanResult) -> ScanResult:
     return result
 
 
-class IndexBusy(RuntimeError):
-    """Another invocation builds from this index; its lists must not change under it."""
-
-
-# index folder -> descriptor of its lock, held by this process for its life (a build)
-_HELD_LOCKS: dict[str, int] = {}
-
-
-def _lock_index(results, role: str) -> int | None:
-    """Take ``index/.lock`` (flock, released by the kernel when the process ends, even
-    after a SIGKILL); None while another process holds it. The file says who holds it."""
-    folder = index_dir(results)
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.path.realpath(folder) in _HELD_LOCKS:
-        return _HELD_LOCKS[os.path.realpath(folder)]
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {role}\n".encode(), 0)
-    return fd
-
-
-def _lock_holder(results) -> str:
-    try:
-        return (index_dir(results) / ".lock").read_text().strip() or "?"
-    except OSError:
-        return "?"
-
-
 def update_index(config: dict, log=sys.stderr, dryrun: bool = False) -> ScanResult:
     """Scan and write; cheap when nothing changed. Run once per workflow invocation.
 
@@ -340,16 +306,17 @@ def update_index(config: dict, log=sys.stderr, dryrun: bool = False) -> ScanResu
     for dataset in dataset_list(config) if config.get("datasets") else ():
         result.dataset_files.update(plan_files(dataset, config, result))
     role = "dry-run" if dryrun else "build"
-    fd = _lock_index(results, role)
+    folder = index_dir(results)
+    fd = lock_index(folder, role)
     deadline = time.monotonic() + 60
     while fd is None and not dryrun and time.monotonic() < deadline:
-        if not _lock_holder(results).endswith(" dry-run"):
+        if not lock_holder(folder).endswith(" dry-run"):
             break
         time.sleep(0.2)  # a dry run writing its lists: a moment
-        fd = _lock_index(results, role)
+        fd = lock_index(folder, role)
     if fd is None and not dryrun:
         raise IndexBusy(
-            f"another snakemake invocation (pid, role: {_lock_holder(results)}) is building "
+            f"another snakemake invocation (pid, role: {lock_holder(folder)}) is building "
             f"from {index_dir(results)}; its shard lists must not change under its jobs. Wait "
             "for it to finish (`snakemake -n` shows what will be outstanding then)."
         )
@@ -357,7 +324,7 @@ def update_index(config: dict, log=sys.stderr, dryrun: bool = False) -> ScanResu
         result = plan_index(config, result)
         print(
             f"imgprep index: a build is running on {index_dir(results)} (pid, role: "
-            f"{_lock_holder(results)}); index left as it is, outstanding work planned from "
+            f"{lock_holder(folder)}); index left as it is, outstanding work planned from "
             f"{len(result.pending)} changed index file(s) kept aside",
             file=log,
         )
@@ -365,11 +332,7 @@ def update_index(config: dict, log=sys.stderr, dryrun: bool = False) -> ScanResu
         try:
             result = write_index(config, result)
         finally:
-            held = os.path.realpath(index_dir(results))
-            if not dryrun:
-                _HELD_LOCKS[held] = fd
-            elif _HELD_LOCKS.get(held) != fd:
-                os.close(fd)  # closing releases the lock
+            keep_or_release(folder, fd, held=not dryrun)
     counts = ", ".join(f"{split} {n}" for split, n in result.counts().items())
     empty = sum(1 for lists in result.shards.values() for members in lists if not members)
     print(
