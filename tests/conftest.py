@@ -95,3 +95,20 @@ class SessionGuards:
 
 def pytest_configure(config):
     config.pluginmanager.register(SessionGuards(CHECKOUT), "imgprep-session-guards")
+
+
+@pytest.fixture
+def decoded_shapes(monkeypatch):
+    """Record the shape of every array simplejpeg decodes."""
+    import simplejpeg
+
+    shapes = []
+    original = simplejpeg.decode_jpeg
+
+    def spy(*args, **kwargs):
+        pixels = original(*args, **kwargs)
+        shapes.append(pixels.shape[:2])
+        return pixels
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
+    return shapes

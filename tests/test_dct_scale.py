@@ -58,21 +58,6 @@ def old_dct_reduction(geometry: Geometry, stored_w: int, stored_h: int) -> int:
     return 1
 
 
-@pytest.fixture
-def decoded(monkeypatch):
-    """The shape of every array simplejpeg decodes."""
-    shapes = []
-    original = simplejpeg.decode_jpeg
-
-    def spy(*args, **kwargs):
-        pixels = original(*args, **kwargs)
-        shapes.append(pixels.shape[:2])
-        return pixels
-
-    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
-    return shapes
-
-
 # -- the scale --------------------------------------------------------------------------
 
 SOURCES = [(w, h) for w in (7, 8, 40, 333, 375, 500, 640, 1000, 1600, 4000) for h in (9, 375, 999)]
@@ -180,19 +165,19 @@ PINNED_DIGESTS = {
 # -- resize with fast_decode: eighths -----------------------------------------------------
 
 
-def test_eighths_decodes_at_six_eighths_for_500x375(decoded):
+def test_eighths_decodes_at_six_eighths_for_500x375(decoded_shapes):
     data = jpeg(photo(500, 375, seed=1))
     today = resize_image(data, params())
-    assert decoded[-1] == (375, 500)
+    assert decoded_shapes[-1] == (375, 500)
     eighths = resize_image(data, params(fast_decode="eighths"))
-    assert decoded[-1] == (282, 375)  # 6/8: crop 281.25 >= 256
+    assert decoded_shapes[-1] == (282, 375)  # 6/8: crop 281.25 >= 256
     assert eighths.data == resize_image(data, params(fast_decode="eighths")).data
     assert eighths.data != today.data
     assert (eighths.width, eighths.height, eighths.crop) == (256, 256, today.crop)
     assert np.abs(pixels_of(eighths.data) - pixels_of(today.data)).mean() < 3
 
 
-def test_the_scale_uses_the_oriented_crop(decoded):
+def test_the_scale_uses_the_oriented_crop(decoded_shapes):
     """Stored 1000x400, EXIF 6 (upright 400x1000), stretched to 300x100: 6/8 is needed
     across (400 * 6/8 = 300); the stored size alone would have allowed 3/8."""
     stored = photo(1000, 400, seed=2)
@@ -201,14 +186,14 @@ def test_the_scale_uses_the_oriented_crop(decoded):
     data = jpeg(stored, exif=exif.tobytes())
     p = params(mode="stretch", width=300, height=100, fast_decode="eighths")
     result = resize_image(data, p)
-    assert decoded[-1] == (300, 750)
+    assert decoded_shapes[-1] == (300, 750)
     assert (result.width, result.height, result.orientation) == (300, 100, 6)
     full = resize_image(data, dataclasses.replace(p, fast_decode=False))
     assert np.abs(pixels_of(result.data) - pixels_of(full.data)).mean() < 3
 
 
 @pytest.mark.parametrize("kind", ["gray source", "gray output", "progressive"])
-def test_gray_and_progressive_jpegs(decoded, kind):
+def test_gray_and_progressive_jpegs(decoded_shapes, kind):
     pixels = photo(1000, 800, seed=4)
     if kind == "gray source":
         data = jpeg(np.asarray(Image.fromarray(pixels).convert("L")))
@@ -216,7 +201,7 @@ def test_gray_and_progressive_jpegs(decoded, kind):
         data = jpeg(pixels, progressive=kind == "progressive")
     p = params(fast_decode="eighths", colorspace="gray" if kind == "gray output" else "rgb")
     result = resize_image(data, p)
-    assert decoded[-1] == (300, 375)  # 3/8 of 1000x800: crop 300 >= 256
+    assert decoded_shapes[-1] == (300, 375)  # 3/8 of 1000x800: crop 300 >= 256
     assert (result.width, result.height) == (256, 256)
     full = resize_image(data, dataclasses.replace(p, fast_decode=False))
     assert result.channels == full.channels == (1 if kind == "gray output" else 3)

@@ -686,21 +686,6 @@ def test_unexpected_decoder_errors_become_rejections(monkeypatch):
 # -- fast decoding --------------------------------------------------------------------
 
 
-@pytest.fixture
-def decoded_shapes(monkeypatch):
-    """Record the shape of every array simplejpeg decodes."""
-    shapes = []
-    original = simplejpeg.decode_jpeg
-
-    def spy(*args, **kwargs):
-        pixels = original(*args, **kwargs)
-        shapes.append(pixels.shape[:2])
-        return pixels
-
-    monkeypatch.setattr(simplejpeg, "decode_jpeg", spy)
-    return shapes
-
-
 @pytest.mark.parametrize(
     ("source", "colorspace", "expected"),
     [
