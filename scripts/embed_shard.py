@@ -2,13 +2,12 @@
 
 from imgprep.rulelog import rule_log
 from imgprep.stages.embed import EmbedParams, embed_shard
-from imgprep.upstream import embed_config
 
 with rule_log(snakemake):
     count = embed_shard(
         snakemake.input.tar,
         snakemake.output[0],
-        EmbedParams.from_config(embed_config(snakemake.params.embed)),
+        EmbedParams.from_settings(snakemake.params.embed),
         threads=snakemake.params.tf_threads,
         # decoding runs beside the network on the job's other threads
         decode_threads=max(1, snakemake.threads - 1),

@@ -13,10 +13,10 @@ import hashlib
 import json
 
 from imgprep.formats import get_format
+from imgprep.stages.embed import DEFAULT_PRECISION
 
 # what the embeddings depend on (lab_size and in_records do not change them)
 EMBED_KEYS = ("model", "weights", "output", "input_size", "batch_size", "seed", "precision")
-DEFAULT_PRECISION = "float32"
 STAGES = ("resize", "ravel", "embed", "records")
 
 
@@ -29,11 +29,6 @@ def embed_settings(config: dict) -> dict:
         for key in EMBED_KEYS
         if not (key == "precision" and embed[key] == DEFAULT_PRECISION)
     }
-
-
-def embed_config(settings: dict) -> dict:
-    """The embed section back from ``embed_settings`` (the default precision put back)."""
-    return {"precision": DEFAULT_PRECISION, **settings}
 
 
 def upstream_settings(config: dict, stage: str, schema: str | None = None) -> dict:

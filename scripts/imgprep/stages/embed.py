@@ -41,6 +41,8 @@ __all__ = [
 # the embed: keys that records read (Lab target size, whether records store the embedding)
 _RECORDS_KEYS = ("lab_size", "in_records")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# the schema's default, which imgprep.upstream leaves out of the embed settings' digest
+DEFAULT_PRECISION = "float32"
 _COMMON = ("InceptionResNetV2", "InceptionV3", "ResNet50", "MobileNetV2", "EfficientNetB0")
 
 
@@ -80,6 +82,12 @@ class EmbedParams:
         params = cls(**{key: cfg[key] for key in names})
         params.validate()
         return params
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> EmbedParams:
+        """From ``imgprep.upstream.embed_settings`` (a rule's params), which leaves the
+        default precision out so that builds from before the key keep their digests."""
+        return cls.from_config({"precision": DEFAULT_PRECISION, **settings})
 
     def validate(self) -> None:
         if not isinstance(self.model, str) or self.model not in _model_names():
