@@ -121,7 +121,8 @@ def read_source_bytes(
 
 
 def _process(item: tuple) -> tuple[int, tuple[ResizedImage, str, str, str] | None, str | None]:
-    """Read and resize one image; any failure becomes a reason, never an exception."""
+    """Read and resize one image; any failure of the image becomes a reason (a stale index,
+    SourceChangedError, is not the image's failure: it fails the job)."""
     position, path, offset, size, payload, mtime_ns = item
     if isinstance(payload, str):
         return position, None, f"download failed: {payload}"
