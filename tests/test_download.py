@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import gc
 import hashlib
 import io
 import json
@@ -131,10 +132,10 @@ def _trickle(handler, seen, query):
     handler.send_header("Content-Type", "image/jpeg")
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
-    for byte in body:  # 5 s in all, never idle for long
+    for byte in body:  # 5 s in all, never idle for a tenth of the attempt's timeout
         handler.wfile.write(bytes([byte]))
         handler.wfile.flush()
-        time.sleep(0.05)
+        time.sleep(TIMEOUT / 10)
 
 
 def _truncated(handler, seen, query):
@@ -188,6 +189,19 @@ ROUTES = {
     "/placeholder.png": lambda h, seen, q: h._send(200, PLACEHOLDER, "image/png"),
     "/hang.jpg": _hang,
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_collector_pauses():
+    """The server runs in this process: a full collection of the suite's heap (TensorFlow
+    is loaded by then) stops its threads for longer than an attempt's timeout, so the
+    trickle looked idle and was retried (CI, stop 20). Timings here are the server's."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    yield
+    gc.enable()
+    gc.unfreeze()
 
 
 @pytest.fixture(autouse=True)
