@@ -108,9 +108,10 @@ def plans_own_lists(config: dict) -> bool:
 def scan(config: dict) -> ScanResult:
     """Scan the source; sort every placed image into its split's shard, in shard order.
 
-    A source type with ``shard_lists(config, cache)`` (a URL list) hands over its lists
-    ready made (``parsecache.ShardList``: a digest, the bytes only when written) unless a
-    dataset plans lists of its own, which places from every row.
+    A source type with ``shard_lists(config, cache)`` (a URL list, local folders) hands
+    over its lists ready made (``parsecache.ShardList``: a digest, the bytes only when
+    written) unless a dataset plans lists of its own, which places from every row; it
+    may answer None (folders with box annotations): then the rows are sorted here.
     """
     started = time.perf_counter()
     splits = config["splits"]
@@ -118,8 +119,10 @@ def scan(config: dict) -> ScanResult:
     # selects or shards otherwise (~200 MB for ImageNet)
     placed: dict[str, list] = {name: [] for name in splits} if plans_own_lists(config) else {}
     source_type = sources.source_type(config)
+    found = None
     if not placed and hasattr(source_type, "shard_lists"):
         found = source_type.shard_lists(config, cache_dir(config["results"]))
+    if found is not None:
         shards = found.shards
     else:
         found = sources.scan(config, cache_dir(config["results"]))

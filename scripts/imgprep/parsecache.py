@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from imgprep.atomic import atomic_write
 
@@ -47,11 +48,37 @@ class ShardList:
     def __len__(self) -> int:
         return self.lines
 
+    def __iter__(self):
+        """The member lines (``IndexRow.line()``), as a scan's own lists hold them."""
+        text = self.data().decode("utf-8", "surrogateescape")
+        return iter(text.splitlines()[1:])
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, ShardList):
+            return (self.lines, self.size, self.sha256) == (other.lines, other.size, other.sha256)
+        return isinstance(other, list) and list(self) == other
+
+    __hash__ = None
+
+    @classmethod
+    def in_memory(cls, lines: int, data: bytes) -> ShardList:
+        return cls(lines, len(data), hashlib.sha256(data).hexdigest(), lambda: data)
+
     def data(self) -> bytes:
         data = self._load()
         if len(data) != self.size or hashlib.sha256(data).hexdigest() != self.sha256:
             raise CorruptCache(f"a cached shard list changed on disk (sha256 {self.sha256})")
         return data
+
+
+class ShardLists(NamedTuple):
+    """What a source's ``shard_lists`` found: per split its ``ShardList``s, in shard
+    order, and as ``sources.common.Found`` the ignored entries, the classes, the source."""
+
+    shards: dict[str, list[ShardList]]
+    ignored: list[tuple[str, str]]
+    classes: set[str]
+    where: object
 
 
 def write(path, key: dict, meta: dict, sections: Iterable[bytes]) -> list[tuple[int, int, str]]:

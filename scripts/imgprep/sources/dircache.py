@@ -13,7 +13,9 @@ mismatch (``imgprep.sourcefile.SourceChangedError``).
 
 Racy folders: a folder changed within ``RACY_SECONDS`` of the scan may change again within
 the same mtime tick (a coarse-mtime filesystem, a writer still at work), so it is not
-cached: the next scan lists it again (git's "racy clean" problem).
+trusted: stored without signatures, the next scan lists it again (git's "racy clean"
+problem); its rows are kept, as what the index's shard lists were made from
+(``sources.folder_lists`` compares them with the new listing).
 
 One file per scanned root and settings, ``<cache>/folders/<digest>.scan``: a version line,
 the sha256 of the payload, then the payload (pickle of columns per folder: a few objects
@@ -33,7 +35,7 @@ from pathlib import Path
 from imgprep.atomic import atomic_write
 from imgprep.files.tables import IndexRow
 
-FORMAT = b"imgprep-dircache 1\n"
+FORMAT = b"imgprep-dircache 2\n"
 RACY_SECONDS = 2.0
 SUFFIX = ".scan"
 
@@ -50,35 +52,42 @@ def cache_path(cache_dir, key: tuple) -> Path:
     return Path(cache_dir) / "folders" / f"{digest}{SUFFIX}"
 
 
-def load(path: Path, key: tuple) -> dict:
-    """{folder name: (signatures, columns, ignored)} of the cache at ``path``; {} when it is
-    missing, of another version, damaged, or made for another root or settings."""
+def load(path: Path, key: tuple) -> tuple[dict, str | None]:
+    """({folder name: (signatures, columns, ignored)}, the payload's sha256) of the cache
+    at ``path``; ({}, None) when it is missing, of another version, damaged, or made for
+    another root or settings. Signatures None: a racy folder, to be listed again."""
     try:
         raw = path.read_bytes()
     except OSError:
-        return {}
+        return {}, None
     head = len(FORMAT) + 65
     if not raw.startswith(FORMAT) or len(raw) < head:
-        return {}
+        return {}, None
     payload = memoryview(raw)[head:]
-    if hashlib.sha256(payload).hexdigest().encode() != raw[len(FORMAT) : head - 1]:
-        return {}
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest.encode() != raw[len(FORMAT) : head - 1]:
+        return {}, None
     try:
         stored_key, folders = pickle.loads(payload)
     except Exception:  # a checksummed payload that does not unpickle: another program's
-        return {}
-    return folders if stored_key == key and isinstance(folders, dict) else {}
+        return {}, None
+    if stored_key != key or not isinstance(folders, dict):
+        return {}, None
+    return folders, digest
 
 
-def save(path: Path, key: tuple, folders: dict) -> None:
-    """Write the cache; one that cannot be written is left out (the next scan is cold)."""
+def save(path: Path, key: tuple, folders: dict) -> str | None:
+    """Write the cache; its payload's sha256, or None when it cannot be written (the next
+    scan is cold)."""
     payload = pickle.dumps((key, folders), protocol=pickle.HIGHEST_PROTOCOL)
+    digest = hashlib.sha256(payload).hexdigest()
     try:
         with atomic_write(path, "wb") as handle:
-            handle.write(FORMAT + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+            handle.write(FORMAT + digest.encode() + b"\n")
             handle.write(payload)
     except OSError:
-        pass
+        return None
+    return digest
 
 
 def trusted(signatures: dict[str, Signature], scan_started_ns: int) -> bool:
@@ -87,10 +96,10 @@ def trusted(signatures: dict[str, Signature], scan_started_ns: int) -> bool:
     return all(sig[2] < bound for sig in signatures.values())
 
 
-def unchanged(signatures: dict[str, Signature], top: str, top_signature: Signature) -> bool:
+def unchanged(signatures: dict[str, Signature] | None, top: str, top_signature: Signature) -> bool:
     """Whether the class folder (already lstat-ed by the caller) and each folder below it
     still have the signatures the cache holds: one lstat per subfolder, none per file."""
-    if signatures.get("") != top_signature:
+    if signatures is None or signatures.get("") != top_signature:
         return False
     for rel, sig in signatures.items():
         if rel:
@@ -143,4 +152,45 @@ def from_columns(columns: tuple, splits: tuple[str, ...]) -> list:
         for split, slot, order, path, size, mtime in zip(
             split_list, slots_list, order_list, names, sizes_list, mtimes_list, strict=True
         )
+    ]
+
+
+def has_rows(columns: tuple) -> bool:
+    return bool(columns[4])
+
+
+def row_keys(columns: tuple) -> set[tuple]:
+    """(path, size, mtime_ns, split index, slot) of each row: what its index line and its
+    shard are made of, to compare two listings of a folder."""
+    text, _, sizes, mtimes, slots, _, split_index = columns
+    if not slots:
+        return set()
+    count = len(slots) // 8
+    split_list = list(split_index) if split_index else [0] * count
+    return set(
+        zip(
+            text.split("\n"),
+            array.array("q", sizes).tolist(),
+            array.array("q", mtimes).tolist(),
+            split_list,
+            array.array("Q", slots).tolist(),
+            strict=True,
+        )
+    )
+
+
+def rows_at(columns: tuple, splits: tuple[str, ...], indices) -> list:
+    """The placed rows at ``indices`` (``from_columns`` for a few of a folder's rows)."""
+    text, cls, sizes, mtimes, slots, orders, split_index = columns
+    names = text.split("\n")
+    sizes, mtimes = array.array("q", sizes), array.array("q", mtimes)
+    slots = array.array("Q", slots)
+    return [
+        (
+            splits[split_index[i]] if split_index else splits[0],
+            slots[i],
+            orders[8 * i : 8 * i + 8],
+            IndexRow(names[i], cls, sizes[i], mtimes[i], -1, ""),
+        )
+        for i in indices
     ]

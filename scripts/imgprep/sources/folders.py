@@ -8,11 +8,13 @@ import multiprocessing
 import os
 from pathlib import Path
 from stat import S_ISDIR
+from typing import NamedTuple
 
 from imgprep.errors import ConfigError
 from imgprep.files.tables import IndexRow
+from imgprep.parsecache import ShardLists
 from imgprep.s3 import is_s3_url
-from imgprep.sources import dircache, voc_boxes
+from imgprep.sources import dircache, folder_lists, voc_boxes
 from imgprep.sources.common import (
     Found,
     Placed,
@@ -66,39 +68,54 @@ def split_dir(config: dict, split: str) -> Path:
 
 
 def scan(config: dict, cache: Path) -> Found:
-    source, splits = config["source"], config["splits"]
+    source = config["source"]
     if is_s3_url(source["root"]):
         from imgprep.sources import s3_folders
 
         return s3_folders.scan(config, cache)
-    root = Path(source["root"])
-    image_extensions, seed = extensions(config), config["seed"]
-    rescan = source.get("rescan", False)
     rows: list[Placed] = []
     ignored: list[tuple[str, str]] = []
     classes: set[str] = set()
+    for prefix, tree in _trees(config, cache):
+        found, skipped, found_classes = tree_rows(tree)
+        boxes = {}
+        for name in tree.splits:  # a split folder's boxes are for its images only
+            boxes.update(voc_boxes.split_boxes(config, name, cache, ignored))
+        rows.extend(with_boxes(found, boxes))
+        classes |= found_classes
+        ignored.extend((prefix + path, reason) for path, reason in skipped)
+    return Found(rows, ignored, classes, Path(source["root"]))
+
+
+def shard_lists(config: dict, cache: Path) -> ShardLists | None:
+    """The shard lists by digest, from the scan cache (``sources.folder_lists``), for a
+    local source without box annotations; None: the index sorts ``scan``'s rows."""
+    source, splits = config["source"], config["splits"]
+    if is_s3_url(source["root"]) or any(split.get("boxes") for split in splits.values()):
+        return None
+    trees = list(_trees(config, cache))
+    return folder_lists.shard_lists(config, cache, trees, Path(source["root"]))
+
+
+def _trees(config: dict, cache: Path):
+    """(prefix of its ignored entries, ``TreeScan``) of each tree the source scans: one
+    per split folder, or the class folders drawn into splits."""
+    source, splits = config["source"], config["splits"]
+    root = Path(source["root"])
+    image_extensions, seed = extensions(config), config["seed"]
+    rescan = source.get("rescan", False)
     if source["layout"] == "split-folders":
         for name in splits:
             folder = split_dir(config, name)
             if not folder.is_dir():
                 raise ConfigError(f"config key 'splits.{name}.dir': folder not found: {folder}")
             with listing(f"splits.{name}.dir"):
-                found, skipped, found_classes = index_tree(
-                    folder, image_extensions, seed, single_plan(name), cache, rescan
-                )
-            prefix = folder.relative_to(root).as_posix()
-            rows.extend(with_boxes(found, voc_boxes.split_boxes(config, name, cache, ignored)))
-            classes |= found_classes
-            ignored.extend((f"{prefix}/{path}", reason) for path, reason in skipped)
+                tree = scan_tree(folder, image_extensions, seed, single_plan(name), cache, rescan)
+            yield folder.relative_to(root).as_posix() + "/", tree
     else:
         with listing("source.root"):
             plan = fraction_plan(splits)
-            rows, ignored, classes = index_tree(root, image_extensions, seed, plan, cache, rescan)
-        boxes = {}
-        for name in splits:
-            boxes.update(voc_boxes.split_boxes(config, name, cache, ignored))
-        rows = with_boxes(rows, boxes)
-    return Found(rows, ignored, classes, root)
+            yield "", scan_tree(root, image_extensions, seed, plan, cache, rescan)
 
 
 def _index_folder(task: tuple) -> tuple[list[Placed], list, dict]:
@@ -118,17 +135,35 @@ def _index_folder(task: tuple) -> tuple[list[Placed], list, dict]:
     return rows, ignored, signatures
 
 
-def index_tree(
-    root: Path, image_extensions, seed: int, plan, cache=None, rescan: bool = False
-) -> tuple[list, list, set]:
-    """Index ``root/<class>/...``; many class folders are spread over a process pool.
+class TreeScan(NamedTuple):
+    """One tree's class folders as the scan cache holds them after this scan.
 
-    With ``cache`` (the index's cache folder), a class folder that did not change since
-    the last scan is taken from the scan cache without listing it (sources.dircache);
-    ``rescan`` lists and stats everything, and rewrites the cache.
+    ``columns``: every folder's placed rows as ``dircache`` columns (None without a cache);
+    ``fresh``: rows of the folders listed this time; ``previous``: columns the cache held
+    for those, and for folders gone (what the last scan saw of them); ``loaded`` and
+    ``digest``: the cache's sha256 before and after (None: none was usable / written);
+    ``key``: what the cache is for (root, extensions, seed, plan).
     """
+
+    key: tuple
+    names: list[str]
+    splits: tuple[str, ...]
+    columns: dict[str, tuple] | None
+    fresh: dict[str, list]
+    skipped: dict[str, list]
+    ignored: list
+    previous: dict[str, tuple]
+    loaded: str | None
+    digest: str | None
+
+
+def scan_tree(
+    root: Path, image_extensions, seed: int, plan, cache=None, rescan: bool = False
+) -> TreeScan:
+    """List ``root/<class>/...``, a class folder unchanged since the last scan taken from
+    the scan cache (sources.dircache); many folders are spread over a process pool.
+    ``rescan`` lists and stats everything, and rewrites the cache."""
     started_ns = dircache.now_ns()
-    rows: list = []
     ignored: list = []
     tasks = []
     folder_signatures = {}
@@ -142,43 +177,72 @@ def index_tree(
     splits = tuple(name for name, _ in plan)
     key = (os.path.abspath(root), tuple(sorted(image_extensions)), seed, plan)
     cache_file = dircache.cache_path(cache, key) if cache is not None else None
-    cached = {} if cache_file is None or rescan else dircache.load(cache_file, key)
-    reused = [
+    stored, loaded = ({}, None) if cache_file is None else dircache.load(cache_file, key)
+    cached = {} if rescan else stored  # stored stays: what the index's lists were made from
+    todo = [
         task
         for task in tasks
-        if task[1] in cached
-        and dircache.unchanged(cached[task[1]][0], task[0], folder_signatures[task[1]])
+        if task[1] not in cached
+        or not dircache.unchanged(cached[task[1]][0], task[0], folder_signatures[task[1]])
     ]
-    reused_names = {task[1] for task in reused}
-    todo = [task for task in tasks if task[1] not in reused_names]
-    rewrite = cache_file is not None and (todo or set(cached) != set(folder_signatures))
-    results: dict[str, tuple] = {}
-    for task in reused:
-        # a cache that is not rewritten is let go folder by folder (peak memory)
-        _, columns, skipped = cached[task[1]] if rewrite else cached.pop(task[1])
-        results[task[1]] = (dircache.from_columns(columns, splits), skipped)
-    fresh = {}
     workers = min(os.cpu_count() or 1, len(todo) // PARALLEL_FOLDERS)
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             done = list(pool.imap(_index_folder, todo, chunksize=8))
     else:
         done = [_index_folder(task) for task in todo]
-    for task, (found, skipped, signatures) in zip(todo, done, strict=True):
-        results[task[1]] = (found, skipped)
-        fresh[task[1]] = {"": folder_signatures[task[1]], **signatures}
-    if rewrite:
-        store = {name: cached[name] for name in results if name not in fresh}
-        for name, signatures in fresh.items():
-            if dircache.trusted(signatures, started_ns):  # else: listed again next time
-                found, skipped = results[name]
-                store[name] = (signatures, dircache.to_columns(found, splits), skipped)
-        dircache.save(cache_file, key, store)
+    fresh, skipped, store = {}, {}, {}
+    for name, entry in cached.items():
+        if name in folder_signatures:
+            store[name] = entry
+            skipped[name] = entry[2]
+    previous = {task[1]: stored[task[1]][1] for task in todo if task[1] in stored}
+    previous.update((name, stored[name][1]) for name in set(stored) - set(folder_signatures))
+    for task, (found, folder_skipped, signatures) in zip(todo, done, strict=True):
+        name = task[1]
+        fresh[name], skipped[name] = found, folder_skipped
+        if cache_file is not None:
+            signatures = {"": folder_signatures[name], **signatures}
+            trusted = dircache.trusted(signatures, started_ns)  # else: listed again next time
+            columns = dircache.to_columns(found, splits)
+            store[name] = (signatures if trusted else None, columns, folder_skipped)
+    digest = loaded
+    if cache_file is not None and (todo or set(stored) != set(folder_signatures)):
+        digest = dircache.save(cache_file, key, store)
+    columns = {name: entry[1] for name, entry in store.items()} if cache_file else None
+    return TreeScan(
+        key,
+        [task[1] for task in tasks],
+        splits,
+        columns,
+        fresh,
+        skipped,
+        ignored,
+        previous,
+        loaded,
+        digest,
+    )
+
+
+def index_tree(
+    root: Path, image_extensions, seed: int, plan, cache=None, rescan: bool = False
+) -> tuple[list, list, set]:
+    """Placed rows, ignored entries and classes of ``root/<class>/...`` (``scan_tree``)."""
+    return tree_rows(scan_tree(root, image_extensions, seed, plan, cache, rescan))
+
+
+def tree_rows(tree: TreeScan) -> tuple[list, list, set]:
+    """A tree's placed rows, ignored entries and classes."""
+    rows: list = []
+    ignored = list(tree.ignored)
     classes = set()
-    for task in tasks:
-        found, skipped = results[task[1]]
+    for name in tree.names:
+        found = tree.fresh.get(name)
+        if found is None:
+            # taken from the cache: let its columns go folder by folder (peak memory)
+            found = dircache.from_columns(tree.columns.pop(name), tree.splits)
         rows.extend(found)
-        ignored.extend(skipped)
+        ignored.extend(tree.skipped[name])
         if found:
-            classes.add(task[1])
+            classes.add(name)
     return rows, ignored, classes

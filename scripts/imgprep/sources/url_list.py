@@ -22,7 +22,7 @@ from imgprep import parsecache
 from imgprep.errors import ConfigError
 from imgprep.files.tables import INDEX_COLUMNS, IndexRow
 from imgprep.http import url_from_bytes
-from imgprep.parsecache import ShardList
+from imgprep.parsecache import ShardList, ShardLists
 from imgprep.sourcefile import open_source
 from imgprep.sources.common import Found, fraction_plan, only, placer
 
@@ -82,7 +82,7 @@ def shard_lists(config: dict, cache: Path) -> ShardLists:
     tables = _tables(rows, names)
     if _stat_key(after) != _stat_key(before):  # changed while read: not under the old key
         lists = {
-            name: [_in_memory(count, next(tables)) for count in counts]
+            name: [ShardList.in_memory(count, next(tables)) for count in counts]
             for name, counts in zip(names, lines, strict=True)
         }
         return ShardLists(lists, ignored, classes, path)
@@ -92,16 +92,6 @@ def shard_lists(config: dict, cache: Path) -> ShardLists:
     if loaded is None:
         raise OSError(f"{where}: the parse cache just written does not read back")
     return _from_cache(where, key, *loaded, rebuild)
-
-
-class ShardLists(NamedTuple):
-    """What ``shard_lists`` found: per split its ``ShardList``s, in shard order, and as
-    ``Found`` the ignored lines, the classes, and the source."""
-
-    shards: dict[str, list[ShardList]]
-    ignored: list[tuple[str, str]]
-    classes: set[str]
-    where: object
 
 
 # what makes one cached result another: bump with the layout of the lists or the cache
@@ -156,10 +146,6 @@ def _from_cache(where: Path, key: dict, meta: dict, table: list, rebuild) -> Sha
             lists[name].append(ShardList(int(count), size, digest, load))
     ignored = [(str(at), str(reason)) for at, reason in meta["ignored"]]
     return ShardLists(lists, ignored, set(meta["classes"]), Path(key["path"]))
-
-
-def _in_memory(lines: int, data: bytes) -> ShardList:
-    return ShardList(lines, len(data), hashlib.sha256(data).hexdigest(), lambda: data)
 
 
 def _place_lines(config: dict, path: Path):
