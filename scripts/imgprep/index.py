@@ -248,9 +248,12 @@ def write_index(config: dict, result: ScanResult) -> ScanResult:
     for name, data in _index_files(result):
         if isinstance(data, ShardList):
             path = folder / name
-            if not _known(written, path, name, data) and write_bytes_if_changed(path, data.data()):
-                changed.append(name)
-            stamps[name] = (data.sha256, _stamp(path))
+            stamp = _stamp(path)
+            if written.get(name) != (data.sha256, stamp) or not stamp:
+                if write_bytes_if_changed(path, data.data()):
+                    changed.append(name)
+                stamp = _stamp(path)
+            stamps[name] = (data.sha256, stamp)
         elif write_bytes_if_changed(folder / name, data):
             changed.append(name)
     if stamps != written:

@@ -179,18 +179,23 @@ def row_keys(columns: tuple) -> set[tuple]:
     )
 
 
-def rows_at(columns: tuple, splits: tuple[str, ...], indices) -> list:
-    """The placed rows at ``indices`` (``from_columns`` for a few of a folder's rows)."""
+def placed_lines(columns: tuple, indices=None) -> list[tuple[int, int, bytes, str]]:
+    """(split index, slot, order, ``IndexRow.line()``) of the rows at ``indices`` (all
+    when None), formatted straight from the columns (rows scanned have no offset, boxes)."""
     text, cls, sizes, mtimes, slots, orders, split_index = columns
+    if not slots:
+        return []
     names = text.split("\n")
     sizes, mtimes = array.array("q", sizes), array.array("q", mtimes)
     slots = array.array("Q", slots)
+    if indices is None:
+        indices = range(len(slots))
     return [
         (
-            splits[split_index[i]] if split_index else splits[0],
+            split_index[i] if split_index else 0,
             slots[i],
             orders[8 * i : 8 * i + 8],
-            IndexRow(names[i], cls, sizes[i], mtimes[i], -1, ""),
+            f"{names[i]}\t{cls}\t{sizes[i]}\t{mtimes[i]}\t-1\t",
         )
         for i in indices
     ]

@@ -77,7 +77,7 @@ def _touched(trees: list, counts: dict) -> set[tuple[str, int]] | None:
     for tree in trees:
         if tree.loaded is None:
             return None
-        changed = set(tree.fresh) | set(tree.previous)
+        changed = tree.listed | set(tree.previous)
         for name in changed:
             old = dircache.row_keys(tree.previous[name]) if name in tree.previous else set()
             new = dircache.row_keys(tree.columns[name]) if name in tree.columns else set()
@@ -101,39 +101,30 @@ class _Tables:
                 if wanted is None or (split, shard) in wanted:
                     members[split, shard] = []
         for tree in self.trees:
+            counts = [self.counts[split] for split in tree.splits]
             for name in tree.names:
-                for split, slot, order, row in self._rows(tree, name, wanted):
-                    members[split, slot % self.counts[split]].append((order, row.line()))
+                columns = tree.columns[name]
+                picked = None if wanted is None else self._picked(tree, columns, wanted)
+                for split, slot, order, line in dircache.placed_lines(columns, picked):
+                    members[tree.splits[split], slot % counts[split]].append((order, line))
         for place, rows in members.items():
             rows.sort()  # ties: by line
             self.made[place] = (len(rows), table_lines(INDEX_COLUMNS, [line for _, line in rows]))
 
-    def _rows(self, tree, name: str, wanted):
-        if name in tree.fresh:
-            rows = tree.fresh[name]
-            if wanted is None:
-                return rows
-            counts = self.counts
-            return [row for row in rows if (row[0], row[1] % counts[row[0]]) in wanted]
-        columns = tree.columns[name]
-        if wanted is None:
-            return dircache.from_columns(columns, tree.splits)
+    def _picked(self, tree, columns: tuple, wanted) -> list[int]:
+        """Indices of a folder's rows that go to a wanted shard."""
         slots = memoryview(columns[4]).cast("Q")
         split_index = columns[6]
         counts = [self.counts[split] for split in tree.splits]
-        wanted_by_split = [
-            {shard for name_, shard in wanted if name_ == split} for split in tree.splits
-        ]
+        shards = [{shard for name, shard in wanted if name == split} for split in tree.splits]
         if split_index:
-            picked = [
+            return [
                 i
                 for i, slot in enumerate(slots)
-                if slot % counts[split_index[i]] in wanted_by_split[split_index[i]]
+                if slot % counts[split_index[i]] in shards[split_index[i]]
             ]
-        else:
-            count, shards = counts[0], wanted_by_split[0]
-            picked = [i for i, slot in enumerate(slots) if slot % count in shards]
-        return dircache.rows_at(columns, tree.splits, picked) if picked else []
+        count, chosen = counts[0], shards[0]
+        return [i for i, slot in enumerate(slots) if slot % count in chosen]
 
     def loader(self, split: str, shard: int):
         def load() -> bytes:
@@ -150,7 +141,6 @@ def _ignored_and_classes(trees: list) -> tuple[list, set]:
         ignored.extend((prefix + path, reason) for path, reason in tree.ignored)
         for name in tree.names:
             ignored.extend((prefix + path, reason) for path, reason in tree.skipped[name])
-            found = tree.fresh.get(name)
-            if found if found is not None else dircache.has_rows(tree.columns[name]):
+            if dircache.has_rows(tree.columns[name]):
                 classes.add(name)
     return ignored, classes
