@@ -184,9 +184,9 @@ def limits(report: dict, names, failures: list[str]) -> None:
 
 def stat_calls(cmd, cwd, root: Path, work: Path) -> dict:
     """Stat-family syscalls of a run (strace -f, the %%stat class: stat, lstat, newfstatat,
-    statx, fstat...): on paths under the source ``root`` (imgprep's scan), under the
-    working folder ``work`` (Snakemake's inputs and outputs, the index files) and the rest
-    (Python's imports, relative paths, fstat)."""
+    statx, fstat...): on paths under the source ``root`` (imgprep's scan), in the working
+    folder ``work`` (relative paths too: Snakemake's inputs and outputs, the index files)
+    and the rest (Python's imports, fstat of open files)."""
     log = Path(f"/tmp/bench-dryrun-strace.{os.getpid()}")
     strace = ["strace", "-f", "-qq", "-e", "trace=%%stat", "-o", str(log)]
     counts = {"scan": 0, "workdir": 0, "other": 0}
@@ -199,6 +199,8 @@ def stat_calls(cmd, cwd, root: Path, work: Path) -> dict:
                     continue
                 path = re.search(r'"([^"]*)"', line)
                 where = "other"
+                if path and path.group(1) and not path.group(1).startswith("/"):
+                    where = "workdir"  # Snakemake runs in the working folder (-d)
                 for name, prefix in under.items():
                     if path and (path.group(1) + "/").startswith(prefix):
                         where = name
