@@ -61,10 +61,7 @@ class ScanResult:
     pending: dict[str, str] = field(default_factory=dict)
 
     def paths(self, split: str, shard: int) -> list[str]:
-        members = self.shards[split][shard]
-        if isinstance(members, ShardList):
-            members = members.data().decode("utf-8", "surrogateescape").splitlines()[1:]
-        return [row_path(line) for line in members]
+        return [row_path(line) for line in self.shards[split][shard]]  # a ShardList too
 
     def counts(self) -> dict[str, int]:
         return {split: sum(len(s) for s in shards) for split, shards in self.shards.items()}
@@ -233,9 +230,9 @@ def _read_written(results) -> dict[str, tuple[str, str]]:
     return {row[0]: (row[1], row[2]) for row in rows if len(row) == 3}
 
 
-def _known(written: dict, path: Path, name: str, shard: ShardList) -> bool:
-    """Whether the file holds the list, as last written or checked (the stamp matches)."""
-    stamp = _stamp(path)
+def _known(written: dict, name: str, shard: ShardList, stamp: str) -> bool:
+    """Whether the file (of ``_stamp`` ``stamp``) holds the list, as last written or
+    checked."""
     return bool(stamp) and written.get(name) == (shard.sha256, stamp)
 
 
@@ -249,7 +246,7 @@ def write_index(config: dict, result: ScanResult) -> ScanResult:
         if isinstance(data, ShardList):
             path = folder / name
             stamp = _stamp(path)
-            if written.get(name) != (data.sha256, stamp) or not stamp:
+            if not _known(written, name, data, stamp):
                 if write_bytes_if_changed(path, data.data()):
                     changed.append(name)
                 stamp = _stamp(path)
@@ -283,7 +280,7 @@ def plan_index(config: dict, result: ScanResult) -> ScanResult:
     private = None
     for name, data in _index_files(result):
         if isinstance(data, ShardList):
-            if _known(written, folder / name, name, data):
+            if _known(written, name, data, _stamp(folder / name)):
                 continue
             data = data.data()
         if not _holds(folder / name, data):

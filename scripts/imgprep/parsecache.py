@@ -54,6 +54,7 @@ class ShardList:
         return iter(text.splitlines()[1:])
 
     def __eq__(self, other) -> bool:
+        """Equal lists have one digest; a list of lines equals the list holding them."""
         if isinstance(other, ShardList):
             return (self.lines, self.size, self.sha256) == (other.lines, other.size, other.sha256)
         return isinstance(other, list) and list(self) == other

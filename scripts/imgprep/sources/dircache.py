@@ -179,9 +179,13 @@ def row_keys(columns: tuple) -> set[tuple]:
     )
 
 
+# what follows size and mtime in the line of a scanned row (no offset, no boxes)
+_LINE_TAIL = IndexRow("", "").line().split("\t", 4)[4]
+
+
 def placed_lines(columns: tuple, indices=None) -> list[tuple[int, int, bytes, str]]:
     """(split index, slot, order, ``IndexRow.line()``) of the rows at ``indices`` (all
-    when None), formatted straight from the columns (rows scanned have no offset, boxes)."""
+    when None), formatted straight from the columns."""
     text, cls, sizes, mtimes, slots, orders, split_index = columns
     if not slots:
         return []
@@ -195,7 +199,7 @@ def placed_lines(columns: tuple, indices=None) -> list[tuple[int, int, bytes, st
             split_index[i] if split_index else 0,
             slots[i],
             orders[8 * i : 8 * i + 8],
-            f"{names[i]}\t{cls}\t{sizes[i]}\t{mtimes[i]}\t-1\t",
+            f"{names[i]}\t{cls}\t{sizes[i]}\t{mtimes[i]}\t{_LINE_TAIL}",
         )
         for i in indices
     ]

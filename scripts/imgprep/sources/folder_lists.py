@@ -39,11 +39,12 @@ def shard_lists(config: dict, cache, trees: list, where) -> ShardLists:
     now = [tree.digest for _, tree in trees]
     before = [tree.loaded for _, tree in trees]
     known = meta.get("shards") if meta.get("made_from") in (now, before) else None
-    tables = _Tables([tree for _, tree in trees], counts)
+    scans = [tree for _, tree in trees]
+    tables = _Tables(scans, counts)
     if None in now:  # a scan cache could not be written: nothing to build on next time
         known = None
     elif known is not None and meta["made_from"] != now:
-        touched = _touched([tree for _, tree in trees], counts)
+        touched = _touched(scans, counts)
         if touched is None or len(touched) > _PARTIAL_SHARE * sum(counts.values()):
             known = None
         elif touched:
@@ -102,29 +103,17 @@ class _Tables:
                     members[split, shard] = []
         for tree in self.trees:
             counts = [self.counts[split] for split in tree.splits]
+            chosen = None
+            if wanted is not None:  # per split index, its wanted shards
+                chosen = [{shard for at, shard in wanted if at == split} for split in tree.splits]
             for name in tree.names:
                 columns = tree.columns[name]
-                picked = None if wanted is None else self._picked(tree, columns, wanted)
+                picked = None if chosen is None else _picked(columns, counts, chosen)
                 for split, slot, order, line in dircache.placed_lines(columns, picked):
                     members[tree.splits[split], slot % counts[split]].append((order, line))
         for place, rows in members.items():
             rows.sort()  # ties: by line
             self.made[place] = (len(rows), table_lines(INDEX_COLUMNS, [line for _, line in rows]))
-
-    def _picked(self, tree, columns: tuple, wanted) -> list[int]:
-        """Indices of a folder's rows that go to a wanted shard."""
-        slots = memoryview(columns[4]).cast("Q")
-        split_index = columns[6]
-        counts = [self.counts[split] for split in tree.splits]
-        shards = [{shard for name, shard in wanted if name == split} for split in tree.splits]
-        if split_index:
-            return [
-                i
-                for i, slot in enumerate(slots)
-                if slot % counts[split_index[i]] in shards[split_index[i]]
-            ]
-        count, chosen = counts[0], shards[0]
-        return [i for i, slot in enumerate(slots) if slot % count in chosen]
 
     def loader(self, split: str, shard: int):
         def load() -> bytes:
@@ -133,6 +122,20 @@ class _Tables:
             return self.made[split, shard][1]
 
         return load
+
+
+def _picked(columns: tuple, counts: list[int], chosen: list[set[int]]) -> list[int]:
+    """Indices of a folder's rows whose shard (slot % its split's count) is chosen."""
+    slots = memoryview(columns[4]).cast("Q")
+    split_index = columns[6]
+    if split_index:
+        return [
+            i
+            for i, slot in enumerate(slots)
+            if slot % counts[split_index[i]] in chosen[split_index[i]]
+        ]
+    count, shards = counts[0], chosen[0]
+    return [i for i, slot in enumerate(slots) if slot % count in shards]
 
 
 def _ignored_and_classes(trees: list) -> tuple[list, set]:

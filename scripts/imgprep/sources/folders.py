@@ -142,8 +142,8 @@ class TreeScan(NamedTuple):
     ``columns``: every folder's placed rows as ``dircache`` columns (None without a cache);
     ``listed``: the folders listed this time; ``fresh``: their rows (``keep_rows``);
     ``previous``: columns the cache held for those, and for folders gone (what the last
-    scan saw of them); ``loaded`` and
-    ``digest``: the cache's sha256 before and after (None: none was usable / written);
+    scan saw of them); ``loaded`` and ``digest``: the cache's sha256 before and after
+    (None: none was usable / written);
     ``key``: what the cache is for (root, extensions, seed, plan).
     """
 
