@@ -7,8 +7,12 @@ touched <= 4 s, <= 20,000 stat calls. Runs, side by side:
   rewritten  one image's mtime changed in place: the scan cache misses it (0 jobs),
              `source: {rescan: true}` sees it (its shard's resize job)
   touched    one image added (its folder's mtime changes): only its shard's jobs
-and compares each with `snakemake --version` (interpreter + Snakemake start-up) as a floor.
-The stat-family syscalls (strace's class %%stat) of warm and touched are counted with
+and compares each with two floors: `snakemake --version` (interpreter + Snakemake start-up)
+and "Snakemake alone": a generated workflow with the same jobs, the same files per job and
+the same edges as the cold run's (one rule per imgprep rule, each job's inputs from a
+table, `touch` as its command, no imgprep code), after its own finished build -- what
+Snakemake needs to plan this DAG whatever the workflow does. The stat-family syscalls
+(strace's class %%stat) of warm and touched, and of the floor, are counted with
 `strace -f`, split into those on the source tree (imgprep's scan) and the rest.
 
 --datasets (issue 13): the warm dry-run of a config of 4 datasets (`datasets:` tpu,
@@ -140,6 +144,71 @@ def dataset_configs(root: Path) -> dict[str, dict]:
     }
 
 
+def dryrun_jobs(dryrun_output: str) -> list[dict]:
+    """The jobs of a dry-run's listing: rule, inputs, outputs, logs, benchmark."""
+    jobs = []
+    blocks = re.split(r"^(?:local)?rule (\w+):$", dryrun_output, flags=re.M)
+    for name, block in zip(blocks[1::2], blocks[2::2], strict=True):
+        job = {"rule": name}
+        for key in ("input", "output", "log", "benchmark"):
+            found = re.search(rf"^\s+{key}: (.+)$", block, re.M)
+            job[key] = found.group(1).split(", ") if found else []
+        jobs.append(job)
+    return jobs
+
+
+def mirror_workflow(folder: Path, jobs: list[dict]) -> int:
+    """The "Snakemake alone" floor: per imgprep rule a rule with the same number of
+    outputs, logs and benchmark per job, outputs named mirror/<rule>/<job>.<k>, inputs
+    from a table (the same edges, renamed; source files kept as they are and created
+    empty); a finished build of it (empty outputs, then --touch). Returns its jobs."""
+    renamed, rules = {}, {}
+    for job in jobs:
+        if job["rule"] == "all":
+            continue
+        shape = rules.setdefault(job["rule"], {"jobs": 0})
+        i = shape["jobs"]
+        shape["jobs"] += 1
+        for key in ("output", "log", "benchmark"):
+            shape[key] = max(shape.get(key, 0), len(job[key]))
+        for k, path in enumerate(job["output"]):
+            renamed[path] = f"mirror/{job['rule']}/{i}.{k}"
+    inputs = {name: [] for name in rules}
+    targets = []
+    for job in jobs:
+        mapped = [renamed.get(path, path) for path in job["input"]]
+        (targets if job["rule"] == "all" else inputs[job["rule"]]).append(mapped)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in ("mirror", ".snakemake"):
+        subprocess.run(["rm", "-rf", str(folder / stale)], check=True)
+    (folder / "inputs.json").write_text(json.dumps(inputs))
+    text = ["import json", 'INPUTS = json.load(open("inputs.json"))', ""]
+    text += ["rule all:", f"    input: {json.dumps(targets[0] if targets else [])}", ""]
+    for name, shape in rules.items():
+        where = f"mirror/{name}/{{i}}"
+        text += [f"rule {name}:", f'    input: lambda w: INPUTS["{name}"][int(w.i)]']
+        text += [f"    output: {', '.join(repr(f'{where}.{k}') for k in range(shape['output']))}"]
+        if shape["log"]:
+            text += [f"    log: {', '.join(repr(f'{where}.log{k}') for k in range(shape['log']))}"]
+        if shape["benchmark"]:
+            text += [f"    benchmark: {f'{where}.bench'!r}"]
+        text += ['    wildcard_constraints: i=r"\\d+"', '    shell: "touch {output}"', ""]
+    (folder / "Snakefile").write_text("\n".join(text))
+    for listed in inputs.values():
+        for paths in listed:
+            for path in paths:
+                if not path.startswith("mirror/"):
+                    (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / path).touch()
+    for name, shape in rules.items():
+        (folder / "mirror" / name).mkdir(parents=True, exist_ok=True)
+        for i in range(shape["jobs"]):
+            for k in range(shape["output"]):
+                (folder / f"mirror/{name}/{i}.{k}").touch()
+    timed(SNAKEMAKE + ["-d", str(folder), "--touch", "--cores", "1", "--quiet"], folder)
+    return sum(shape["jobs"] for shape in rules.values()) + 1
+
+
 def finished_build(work: Path, config: dict) -> tuple[list[str], dict, dict[str, int]]:
     """A fresh folder, its cold dry-run, then a faked finished build; (command, cold run,
     fake outputs per folder)."""
@@ -159,17 +228,17 @@ def finished_build(work: Path, config: dict) -> tuple[list[str], dict, dict[str,
 
 
 def print_runs(runs: dict, floor: float) -> dict:
-    print(f"\n{'run':30} {'seconds':>8} {'x floor':>8} {'peak RSS MB':>12}  jobs")
+    print(f"\n{'run':34} {'seconds':>8} {'x floor':>8} {'peak RSS MB':>12}  jobs")
     report = {}
     for name, run in runs.items():
-        jobs = job_counts(run["output"]) if not name.startswith("floor") else {}
+        jobs = job_counts(run["output"])
         scan = re.search(r"imgprep index: .*", run["output"])
         print(
-            f"{name:30} {run['seconds']:8.2f} {run['seconds'] / floor:8.1f} "
+            f"{name:34} {run['seconds']:8.2f} {run['seconds'] / floor:8.1f} "
             f"{run['max_rss_mb']:12.0f}  {jobs.get('total', '')}"
         )
         if scan:
-            print(f"{'':30} {scan.group(0)}")
+            print(f"{'':34} {scan.group(0)}")
         report[name] = {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "jobs": jobs}
     return report
 
@@ -224,8 +293,16 @@ def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[st
     rescan_file.write_text(json.dumps({"source": {"rescan": True}}))
     rescan = base[:-1] + [base[-1], str(rescan_file)]  # --configfile config.yaml rescan.yaml
     runs = {"floor (snakemake --version)": floor_run, "cold": cold}
-    runs["warm"] = timed(base + ["-n"], REPO)
+    mirror = work.with_name(work.name + "-mirror")
+    mirror_jobs = mirror_workflow(mirror, dryrun_jobs(cold["output"]))
+    alone = "floor (Snakemake alone, same DAG)"
+    for _ in range(3):  # alternating, best of 3: the two are compared as a ratio
+        for name, cmd, cwd in ((alone, SNAKEMAKE + ["-n"], mirror), ("warm", base + ["-n"], REPO)):
+            run = timed(cmd, cwd)
+            if name not in runs or run["seconds"] < runs[name]["seconds"]:
+                runs[name] = run
     stats = {"warm": stat_calls(base + ["-n"], REPO, root, work)}
+    stats[alone] = stat_calls(SNAKEMAKE + ["-n"], mirror, root, mirror)
     split, c, i = TOUCHED
     rewritten = image_path(root, split, c + 1, i)
     os.utime(rewritten)  # in place: its folder's mtime stays
@@ -242,10 +319,16 @@ def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[st
         for path in added:
             path.unlink(missing_ok=True)
     report = print_runs(runs, floor_run["seconds"])
+    ratio = report["warm"]["seconds"] / report[alone]["seconds"]
+    report["warm_to_snakemake_alone"] = ratio
+    print(
+        f"warm / Snakemake alone ({mirror_jobs} jobs planned, the same DAG): {ratio:.2f}; "
+        f"imgprep's share {report['warm']['seconds'] - report[alone]['seconds']:.2f} s"
+    )
     for name, count in stats.items():
         report[name]["stat_calls"] = count
         print(
-            f"{name:30} stat calls: {count['scan']} scan (source tree) + "
+            f"{name:34} stat calls: {count['scan']} scan (source tree) + "
             f"{count['workdir']} working folder (Snakemake's files, index) + "
             f"{count['other']} other (imports...)"
         )
@@ -260,8 +343,10 @@ def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[st
         jobs = report[name]["jobs"]
         if jobs.get("resize_shard") != resize_jobs:
             failures.append(f"{name}: {jobs.get('resize_shard')} resize jobs, not {resize_jobs}")
+    if report[alone]["jobs"]:
+        failures.append(f"Snakemake alone: its finished build still has {report[alone]['jobs']}")
     for name, count in stats.items():
-        if count["total"] > 20_000:
+        if name != alone and count["total"] > 20_000:
             failures.append(f"{name}: {count['total']} stat calls (target 20,000)")
     for name in ("warm", "touched (image added)"):
         if report[name]["seconds"] > 4 or report[name]["max_rss_mb"] > 1024:
