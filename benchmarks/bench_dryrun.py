@@ -206,7 +206,33 @@ def mirror_workflow(folder: Path, jobs: list[dict]) -> int:
             for k in range(shape["output"]):
                 (folder / f"mirror/{name}/{i}.{k}").touch()
     timed(SNAKEMAKE + ["-d", str(folder), "--touch", "--cores", "1", "--quiet"], folder)
-    return sum(shape["jobs"] for shape in rules.values()) + 1
+    return len(jobs)
+
+
+ALONE = "floor (Snakemake alone, same DAG)"
+
+
+def best_alternating(runs: dict, commands, rounds: int) -> None:
+    """Time each (name, command, cwd) in turn, ``rounds`` times, keeping each one's
+    fastest run in ``runs``: the machine is shared, and alternating loads both alike."""
+    for _ in range(rounds):
+        for name, cmd, cwd in commands:
+            run = timed(cmd, cwd)
+            if name not in runs or run["seconds"] < runs[name]["seconds"]:
+                runs[name] = run
+
+
+def against_alone(report: dict, planned: int, failures: list[str]) -> None:
+    """Warm against the "Snakemake alone" floor: the ratio and imgprep's share, printed
+    and kept in ``report``; a floor whose finished build still plans jobs is a failure."""
+    warm, alone = report["warm"]["seconds"], report[ALONE]["seconds"]
+    report["warm_to_snakemake_alone"] = warm / alone
+    print(
+        f"warm / Snakemake alone ({planned} jobs planned, the same DAG): {warm / alone:.2f}; "
+        f"imgprep's share {warm - alone:.2f} s"
+    )
+    if report[ALONE]["jobs"]:
+        failures.append(f"Snakemake alone: its finished build still has {report[ALONE]['jobs']}")
 
 
 def finished_build(work: Path, config: dict) -> tuple[list[str], dict, dict[str, int]]:
@@ -294,15 +320,11 @@ def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[st
     rescan = base[:-1] + [base[-1], str(rescan_file)]  # --configfile config.yaml rescan.yaml
     runs = {"floor (snakemake --version)": floor_run, "cold": cold}
     mirror = work.with_name(work.name + "-mirror")
-    mirror_jobs = mirror_workflow(mirror, dryrun_jobs(cold["output"]))
-    alone = "floor (Snakemake alone, same DAG)"
-    for _ in range(3):  # alternating, best of 3: the two are compared as a ratio
-        for name, cmd, cwd in ((alone, SNAKEMAKE + ["-n"], mirror), ("warm", base + ["-n"], REPO)):
-            run = timed(cmd, cwd)
-            if name not in runs or run["seconds"] < runs[name]["seconds"]:
-                runs[name] = run
+    planned = mirror_workflow(mirror, dryrun_jobs(cold["output"]))
+    pair = ((ALONE, SNAKEMAKE + ["-n"], mirror), ("warm", base + ["-n"], REPO))
+    best_alternating(runs, pair, 3)  # the two are compared as a ratio
     stats = {"warm": stat_calls(base + ["-n"], REPO, root, work)}
-    stats[alone] = stat_calls(SNAKEMAKE + ["-n"], mirror, root, mirror)
+    stats[ALONE] = stat_calls(SNAKEMAKE + ["-n"], mirror, root, mirror)
     split, c, i = TOUCHED
     rewritten = image_path(root, split, c + 1, i)
     os.utime(rewritten)  # in place: its folder's mtime stays
@@ -319,12 +341,8 @@ def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[st
         for path in added:
             path.unlink(missing_ok=True)
     report = print_runs(runs, floor_run["seconds"])
-    ratio = report["warm"]["seconds"] / report[alone]["seconds"]
-    report["warm_to_snakemake_alone"] = ratio
-    print(
-        f"warm / Snakemake alone ({mirror_jobs} jobs planned, the same DAG): {ratio:.2f}; "
-        f"imgprep's share {report['warm']['seconds'] - report[alone]['seconds']:.2f} s"
-    )
+    failures: list[str] = []
+    against_alone(report, planned, failures)
     for name, count in stats.items():
         report[name]["stat_calls"] = count
         print(
@@ -332,7 +350,6 @@ def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[st
             f"{count['workdir']} working folder (Snakemake's files, index) + "
             f"{count['other']} other (imports...)"
         )
-    failures = []
     expected = {
         "warm": None,
         "rewritten in place": None,  # the documented miss of the scan cache
@@ -343,10 +360,8 @@ def bench_single(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[st
         jobs = report[name]["jobs"]
         if jobs.get("resize_shard") != resize_jobs:
             failures.append(f"{name}: {jobs.get('resize_shard')} resize jobs, not {resize_jobs}")
-    if report[alone]["jobs"]:
-        failures.append(f"Snakemake alone: its finished build still has {report[alone]['jobs']}")
     for name, count in stats.items():
-        if name != alone and count["total"] > 20_000:
+        if name != ALONE and count["total"] > 20_000:
             failures.append(f"{name}: {count['total']} stat calls (target 20,000)")
     for name in ("warm", "touched (image added)"):
         if report[name]["seconds"] > 4 or report[name]["max_rss_mb"] > 1024:
@@ -364,12 +379,8 @@ def bench_datasets(root: Path, work: Path, floor_run: dict) -> tuple[dict, list[
         commands[label], runs[f"cold, {label}"], folders = finished_build(folder, config)
         layout = ", ".join(f"{top} {n}" for top, n in sorted(folders.items()))
         print(f"{label}: fake outputs per folder under results/: {layout}")
-    for _ in range(2):
-        for label, base in commands.items():
-            run = timed(base + ["-n"], REPO)
-            best = runs.get(f"warm, {label}")
-            if best is None or run["seconds"] < best["seconds"]:
-                runs[f"warm, {label}"] = run
+    warm = [(f"warm, {label}", base + ["-n"], REPO) for label, base in commands.items()]
+    best_alternating(runs, warm, 2)
     report = print_runs(runs, floor_run["seconds"])
     failures = []
     for label in commands:

@@ -26,8 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_dryrun import (  # noqa: E402
+    ALONE,
     REPO,
     SNAKEMAKE,
+    against_alone,
+    best_alternating,
     dryrun_jobs,
     fake_outputs,
     job_counts,
@@ -106,13 +109,8 @@ def main() -> None:
     fake_outputs(work, planned_outputs(runs["cold"]["output"]))
     timed(base + ["--touch", "--cores", "1", "--quiet"], REPO)
     mirror = work.with_name(work.name + "-mirror")
-    mirror_jobs = mirror_workflow(mirror, dryrun_jobs(runs["cold"]["output"]))
-    alone = "floor (Snakemake alone, same DAG)"
-    for _ in range(2):  # the machine is shared: best of two, alternating
-        for name, cmd, cwd in ((alone, SNAKEMAKE + ["-n"], mirror), ("warm", base + ["-n"], REPO)):
-            run = timed(cmd, cwd)
-            if name not in runs or run["seconds"] < runs[name]["seconds"]:
-                runs[name] = run
+    planned = mirror_workflow(mirror, dryrun_jobs(runs["cold"]["output"]))
+    best_alternating(runs, ((ALONE, SNAKEMAKE + ["-n"], mirror), ("warm", base + ["-n"], REPO)), 2)
     with open(urls, "a") as handle:
         handle.write("n99999999_1\thttp://farm1.static.flickr.com/1/appended.jpg\n")
     try:
@@ -133,15 +131,8 @@ def main() -> None:
         for line in scan:
             print(f"{'':34} {line}")
         report[name] = {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "jobs": jobs}
-    ratio = report["warm"]["seconds"] / report[alone]["seconds"]
-    report["warm_to_snakemake_alone"] = ratio
-    print(
-        f"warm / Snakemake alone ({mirror_jobs} jobs planned, the same DAG): {ratio:.2f}; "
-        f"imgprep's share {report['warm']['seconds'] - report[alone]['seconds']:.2f} s"
-    )
-    failures = []
-    if report[alone]["jobs"]:
-        failures.append(f"Snakemake alone: its finished build still has {report[alone]['jobs']}")
+    failures: list[str] = []
+    against_alone(report, planned, failures)
     if report["warm"]["jobs"]:
         failures.append(f"after a finished build, a dry-run still has {report['warm']['jobs']}")
     if report["appended"]["jobs"].get("download_shard") != 1:
